@@ -1,0 +1,152 @@
+"""Config validation before any expensive work: one line per problem.
+
+Each check names the key, the value and what is allowed, so a typo fails in
+milliseconds instead of after Ray has started (or, with a GPU request on a
+machine without one, instead of Ray waiting forever on an empty actor pool).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from fedlight.defenses.feddefender import ENGINES
+from fedlight.models import MODELS
+from fedlight.tracking import MODES
+
+DATASETS = {"mnist": 10, "fmnist": 10}  # name -> number of classes
+PARTITIONS = ("iid", "dirichlet")
+OPTIMIZERS = ("adam", "sgd")
+DEVICES = ("cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message is one line."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _one_of(cfg: DictConfig, key: str, allowed: tuple[str, ...] | dict) -> None:
+    value = cfg_get(cfg, key)
+    if value not in allowed:
+        _fail(key, value, "one of " + ", ".join(allowed))
+
+
+def _int_in(cfg: DictConfig, key: str, low: int, high: int | None = None) -> None:
+    value = cfg_get(cfg, key)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        _fail(key, value, bound)
+
+
+def _number_in(
+    cfg: DictConfig, key: str, low: float, high: float | None = None, open_low: bool = False
+) -> None:
+    value = cfg_get(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = value > low if open_low else value >= low
+        if high is not None:
+            ok = ok and value <= high
+    if not ok:
+        low_s = f"> {low}" if open_low else f">= {low}"
+        _fail(key, value, f"a number {low_s}" + (f" and <= {high}" if high is not None else ""))
+
+
+def cfg_get(cfg: DictConfig, key: str) -> Any:
+    """``cfg`` at a dotted key, None where absent."""
+    node: Any = cfg
+    for part in key.split("."):
+        if node is None or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def gpus_visible() -> int:
+    """GPUs this process can use (a CUDA build on a machine without one sees 0)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first value that cannot work."""
+    _int_in(cfg, "seed", 0)
+    _int_in(cfg, "num_rounds", 1)
+    _int_in(cfg, "num_clients", 1)
+    _int_in(cfg, "clients_per_round", 1, cfg.num_clients)
+    _one_of(cfg, "device", DEVICES)
+    _int_in(cfg, "client.epochs", 1)
+    _number_in(cfg, "client.lr", 0.0, open_low=True)
+    _int_in(cfg, "client.batch_size", 1)
+    _one_of(cfg, "client.optimizer", OPTIMIZERS)
+
+    _one_of(cfg, "dataset.name", DATASETS)
+    _int_in(cfg, "dataset.image_size", 8)
+    if cfg.dataset.max_train_samples is not None:
+        _int_in(cfg, "dataset.max_train_samples", cfg.num_clients)
+    _one_of(cfg, "model.name", MODELS)
+    _one_of(cfg, "partition.name", PARTITIONS)
+    if cfg.partition.name == "dirichlet":
+        _number_in(cfg, "partition.alpha", 0.0, open_low=True)
+
+    num_classes = DATASETS[cfg.dataset.name]
+    attack = cfg.attack
+    for cid in attack.get("malicious_clients") or []:
+        if not isinstance(cid, int) or not 0 <= cid < cfg.num_clients:
+            _fail(
+                "attack.malicious_clients",
+                list(attack.malicious_clients),
+                f"partition ids in [0, {cfg.num_clients})",
+            )
+    if attack.get("target_label") is not None:
+        _int_in(cfg, "attack.target_label", 0, num_classes - 1)
+    if "poison_fraction" in attack:
+        _number_in(cfg, "attack.poison_fraction", 0.0, 1.0)
+    if "flip_fraction" in attack:
+        _number_in(cfg, "attack.flip_fraction", 0.0, 1.0)
+    if "trigger_size" in attack:
+        _int_in(cfg, "attack.trigger_size", 1, cfg.dataset.image_size)
+    if "boost" in attack:
+        _number_in(cfg, "attack.boost", 0.0, open_low=True)
+
+    defense = cfg.defense
+    if "theta" in defense:
+        _number_in(cfg, "defense.theta", 0.0, 1.0)
+    if "num_inputs" in defense:
+        _int_in(cfg, "defense.num_inputs", 1)
+    if "na_t" in defense:
+        _number_in(cfg, "defense.na_t", float("-inf"))
+    if defense.get("num_attackers") is not None:
+        _int_in(cfg, "defense.num_attackers", 1, max(cfg.num_clients - 1, 1))
+    if "engine" in defense:
+        _one_of(cfg, "defense.engine", ENGINES)
+
+    res = cfg.simulation.client_resources
+    _number_in(cfg, "simulation.client_resources.num_cpus", 0.0, open_low=True)
+    _number_in(cfg, "simulation.client_resources.num_gpus", 0.0)
+    _number_in(cfg, "simulation.round_timeout_s", 0.0, open_low=True)
+    if cfg.wandb.mode is not None:
+        _one_of(cfg, "wandb.mode", MODES)
+
+    local = cfg.simulation.ray_address is None
+    if local and (res.num_gpus > 0 or cfg.device == "cuda") and gpus_visible() == 0:
+        key, value = (
+            ("device", cfg.device)
+            if cfg.device == "cuda"
+            else ("simulation.client_resources.num_gpus", res.num_gpus)
+        )
+        _fail(key, value, "no GPU is visible here; use device=cpu and num_gpus=0")
+    if res.num_gpus > 1 and res.num_gpus != int(res.num_gpus):
+        _fail(
+            "simulation.client_resources.num_gpus",
+            res.num_gpus,
+            "a fraction <= 1 or a whole number of GPUs",
+        )

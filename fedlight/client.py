@@ -1,0 +1,153 @@
+"""The Flower ClientApp: one Lightning fit of a client's partition per message.
+
+Flower pickles the ClientApp with every message it hands to a Ray actor, so the
+app carries only a small :class:`ClientSpec`; the training data travels once
+through Ray's object store (read zero-copy by every actor on a node) and is
+cached per actor process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedlight.attacks import Attack
+from fedlight.models import build_model
+from fedlight.models.module import Classifier, TensorBatches
+from fedlight.seeding import derive_seed
+
+_QUIET_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
+
+
+@dataclass
+class ClientSpec:
+    """Everything a client needs besides the global weights, kept small."""
+
+    data: Any  # a ray.ObjectRef to the data bundle, or the bundle itself
+    model: str
+    num_classes: int
+    in_channels: int
+    attack: Attack
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 32
+    optimizer: str = "adam"
+    device: str = "cpu"
+    seed: int = 0
+    num_threads: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_bundle_cache: dict[str, dict[str, Any]] = {}
+
+
+def resolve_bundle(data: Any) -> dict[str, Any]:
+    """The data bundle behind ``data``, fetched from Ray once per process."""
+    if isinstance(data, dict):
+        return data
+    import ray
+
+    key = data.hex()
+    if key not in _bundle_cache:
+        _bundle_cache.clear()
+        _bundle_cache[key] = ray.get(data)
+    return _bundle_cache[key]
+
+
+def client_data(
+    spec: ClientSpec, client_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The client's partition, poisoned if the attack names this client.
+
+    Poisoning is seeded by (seed, client) only, so an attacker poisons the same
+    samples every round, as a data-poisoning attacker with a fixed dataset does.
+    """
+    bundle = resolve_bundle(spec.data)
+    idx = bundle["partitions"][client_id]
+    x = torch.from_numpy(np.ascontiguousarray(bundle["train_x"][idx]))
+    y = torch.from_numpy(np.ascontiguousarray(bundle["train_y"][idx]))
+    generator = torch.Generator().manual_seed(derive_seed(spec.seed, "poison", client_id))
+    return spec.attack.poison(client_id, x, y, bundle["pixel_max"], generator)
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-fit banners and known deprecation noise."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*pytree.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+
+
+def fit_client(
+    spec: ClientSpec, client_id: int, state: dict[str, torch.Tensor], server_round: int
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Train the global ``state`` on the client's data with a quiet Lightning Trainer.
+
+    Returns the new state dict and the metrics the client reports.
+    """
+    import pytorch_lightning as pl
+
+    quiet_lightning()
+    torch.set_num_threads(max(1, spec.num_threads))
+    x, y = client_data(spec, client_id)
+    model = build_model(spec.model, spec.num_classes, spec.in_channels)
+    model.load_state_dict(state)
+    module = Classifier(model, lr=spec.lr, optimizer=spec.optimizer)
+    generator = torch.Generator().manual_seed(
+        derive_seed(spec.seed, "shuffle", client_id, server_round)
+    )
+    batches = TensorBatches(x, y, spec.batch_size, generator)
+    trainer = pl.Trainer(
+        max_epochs=spec.epochs,
+        accelerator="gpu" if spec.device == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=batches)
+    metrics = module.train_metrics()
+    metrics["fit-seconds"] = time.perf_counter() - start
+    metrics["train-examples"] = float(len(y))
+    metrics["num-examples"] = spec.attack.reported_examples(client_id, len(y))
+    metrics["partition-id"] = float(client_id)
+    new_state = {k: v.detach().cpu() for k, v in module.model.state_dict().items()}
+    return new_state, metrics
+
+
+def make_client_app(spec: ClientSpec) -> ClientApp:
+    """A ClientApp that trains (``train``) and reports its partition id (``query``)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        client_id = int(context.node_config["partition-id"])
+        server_round = int(msg.content["config"]["server-round"])
+        state = msg.content["arrays"].to_torch_state_dict()
+        new_state, metrics = fit_client(spec, client_id, state, server_round)
+        content = RecordDict(
+            {"arrays": ArrayRecord(new_state), "metrics": MetricRecord(metrics)}
+        )
+        return Message(content=content, reply_to=msg)
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        client_id = int(context.node_config["partition-id"])
+        content = RecordDict({"info": MetricRecord({"partition-id": client_id})})
+        return Message(content=content, reply_to=msg)
+
+    return app

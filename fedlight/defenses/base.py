@@ -1,0 +1,114 @@
+"""The wrapper every defence builds on: screen the replies, then let the inner
+strategy aggregate what is left.
+
+Like Flower's DP wrappers, a defence is a :class:`flwr.serverapp.strategy.Strategy`
+holding another one (FedAvg by default), so any defence composes with any
+aggregation rule. A defence only decides which replies survive and with what
+weight, and reports per-client scores for the detection metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+WEIGHT_KEY = "num-examples"
+CLIENT_KEY = "partition-id"
+
+
+@dataclass(frozen=True)
+class DefenseContext:
+    """What a defence may know about the task besides the replies."""
+
+    model: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    mean: float
+    std: float
+    seed: int
+    num_attackers: int = 1
+    device: str = "cpu"
+
+
+@dataclass
+class DefenseReport:
+    """One round's verdict: per-client scores (None if the defence scores none),
+    the clients excluded from aggregation, and the defence's own wall time."""
+
+    confidence: dict[str, float] | None = None
+    flagged: list[str] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    details: dict[str, object] = field(default_factory=dict)
+
+
+def client_id(reply: Message) -> str:
+    """The partition id a client reported, as the string used in results."""
+    return str(int(reply.content["metrics"][CLIENT_KEY]))
+
+
+class DefenseStrategy(Strategy):
+    """Delegate everything to ``inner``; subclasses override :meth:`screen`."""
+
+    def __init__(self, inner: Strategy, context: DefenseContext) -> None:
+        self.inner = inner
+        self.context = context
+        self.last_report = DefenseReport()
+
+    def screen(
+        self, server_round: int, replies: list[Message]
+    ) -> tuple[list[Message], DefenseReport]:
+        """Return the replies to aggregate (possibly reweighted) and a report."""
+        return replies, DefenseReport()
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid = [r for r in replies if not r.has_error()]
+        start = time.perf_counter()
+        kept, report = self.screen(server_round, valid)
+        report.seconds = time.perf_counter() - start
+        self.last_report = report
+        if not kept:
+            return None, None
+        return self.inner.aggregate_train(server_round, kept)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+
+def reweight(replies: list[Message], weights: dict[str, float]) -> list[Message]:
+    """Scale each reply's example count by its client's weight; drop weight 0.
+
+    FedAvg weighs by the reported count, so scaling it is exactly a per-client
+    aggregation weight. Returns no replies if every weight is 0.
+    """
+    kept = []
+    for reply in replies:
+        w = weights.get(client_id(reply), 1.0)
+        if w <= 0.0:
+            continue
+        metrics = reply.content["metrics"]
+        metrics[WEIGHT_KEY] = float(metrics[WEIGHT_KEY]) * w
+        kept.append(reply)
+    return kept

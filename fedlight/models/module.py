@@ -1,0 +1,94 @@
+"""The LightningModule every client trains, and a fast in-memory batch iterable."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+
+class TensorBatches:
+    """Shuffled mini-batches over in-memory tensors.
+
+    Slicing a permuted tensor per batch avoids a DataLoader's per-sample
+    indexing and collation: the data is already decoded, resized and normalised.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        shuffle: bool = True,
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.generator = generator
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+        else:
+            order = torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class Classifier(pl.LightningModule):
+    """Cross-entropy training of any classifier with Adam or SGD.
+
+    Keeps running sums of loss and accuracy instead of ``self.log`` so that a
+    logger-less Trainer inside a Ray actor stays cheap; read them with
+    :meth:`train_metrics` after ``fit``.
+    """
+
+    def __init__(self, model: nn.Module, lr: float = 1e-3, optimizer: str = "adam"):
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.optimizer_name = optimizer
+        self.reset_metrics()
+
+    def reset_metrics(self) -> None:
+        self._loss_sum = torch.zeros(())
+        self._correct = torch.zeros((), dtype=torch.long)
+        self._seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        with torch.no_grad():
+            self._loss_sum = self._loss_sum.to(loss.device) + loss.detach() * len(y)
+            correct = (logits.argmax(1) == y).sum()
+            self._correct = self._correct.to(loss.device) + correct
+            self._seen += len(y)
+        return loss
+
+    def train_metrics(self) -> dict[str, float]:
+        """Mean loss and accuracy over every sample seen since the last reset."""
+        seen = max(self._seen, 1)
+        return {
+            "train-loss": float(self._loss_sum) / seen,
+            "train-accuracy": float(self._correct) / seen,
+        }
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=0.9)
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)

@@ -1,0 +1,27 @@
+"""``python -m fedlight.run +experiment=mnist_20``: the Hydra entry point."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from fedlight.checks import ConfigError
+from fedlight.data import DataNotFoundError
+from fedlight.simulate import simulate
+
+
+@hydra.main(version_base="1.3", config_path="pkg://fedlight.configs", config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Run one experiment into Hydra's run directory; bad input exits 2 in one line."""
+    try:
+        simulate(cfg, HydraConfig.get().runtime.output_dir)
+    except (ConfigError, DataNotFoundError) as err:
+        print(f"fedlight: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""``simulate(cfg, out_dir)``: one federated experiment, start to finish.
+
+Validates the config, loads and partitions the data, starts (or joins) Ray,
+runs Flower's simulation engine with fedlight's ClientApp and ServerApp, and
+writes ``results.json``, the per-round plot and the resolved config into
+``out_dir``. The Hydra entry point :mod:`fedlight.run` is a thin wrapper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord
+from flwr.serverapp.strategy import FedAvg
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fedlight.attacks import Attack
+from fedlight.checks import DATASETS, check_config
+from fedlight.client import ClientSpec, make_client_app
+from fedlight.console import log_round, summary_table
+from fedlight.data import load_dataset, partition_indices
+from fedlight.defenses import DefenseContext, DefenseStrategy
+from fedlight.evaluation import Evaluator
+from fedlight.models import build_model
+from fedlight.plotting import plot_rounds
+from fedlight.server import ServerPlan, make_server_app
+from fedlight.tracking import Tracker
+
+log = logging.getLogger("fedlight")
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically: a killed run never leaves a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def start_ray(cfg: DictConfig) -> bool:
+    """Start a local Ray (or join ``simulation.ray_address``); True if we did."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    sim = cfg.simulation
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        "log_to_driver": False,
+        "configure_logging": True,
+    }
+    if sim.ray_address:
+        kwargs["address"] = sim.ray_address
+    else:
+        kwargs["num_cpus"] = sim.num_cpus or os.cpu_count()
+        if sim.num_gpus is not None:
+            kwargs["num_gpus"] = sim.num_gpus
+        if sim.ray_temp_dir:
+            kwargs["_temp_dir"] = str(Path(sim.ray_temp_dir).resolve())
+    ray.init(**kwargs)
+    return True
+
+
+def quiet_libraries() -> None:
+    """Keep the console for fedlight's own lines: Flower's INFO chatter, Ray's
+    and alembic's setup lines go to WARNING."""
+    for name in ("flwr", "ray", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Run the experiment ``cfg`` and return what ``results.json`` holds."""
+    started = time.perf_counter()
+    quiet_libraries()
+    out_dir = Path(out_dir)
+    check_config(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+
+    data = load_dataset(
+        cfg.dataset.name,
+        cfg.dataset.root,
+        image_size=cfg.dataset.image_size,
+        max_train_samples=cfg.dataset.max_train_samples,
+        seed=cfg.seed,
+        hub=cfg.dataset.hub,
+    )
+    log.info("data: %s (%d train, %d test)", data.source, len(data.train_y), len(data.test_y))
+    partitions = partition_indices(
+        data.train_y,
+        cfg.num_clients,
+        kind=cfg.partition.name,
+        alpha=cfg.partition.alpha,
+        seed=cfg.seed,
+        min_partition_size=cfg.partition.min_partition_size,
+    )
+    attack: Attack = instantiate(cfg.attack)
+    malicious = [str(c) for c in attack.malicious_clients]
+    num_classes = DATASETS[cfg.dataset.name]
+    torch.manual_seed(cfg.seed)
+    template = build_model(cfg.model.name, num_classes, data.input_shape[0])
+
+    test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
+    asr = attack.asr_set(test_x, test_y, data.pixel_max())
+    evaluator = Evaluator(
+        build_model(cfg.model.name, num_classes, data.input_shape[0]),
+        test_x,
+        test_y,
+        asr_x=asr[0] if asr else None,
+        asr_y=asr[1] if asr else None,
+        batch_size=cfg.eval.batch_size,
+        device=cfg.device,
+    )
+    context = DefenseContext(
+        model=cfg.model.name,
+        num_classes=num_classes,
+        input_shape=data.input_shape,
+        mean=data.mean,
+        std=data.std,
+        seed=cfg.seed,
+        num_attackers=max(1, len(malicious)),
+        device=cfg.device,
+    )
+    # Server-side evaluation replaces Flower's federated evaluation.
+    inner = FedAvg(fraction_evaluate=1e-9, min_evaluate_nodes=0)
+    strategy: DefenseStrategy = instantiate(cfg.defense)(inner=inner, context=context)
+
+    tracker = Tracker(
+        OmegaConf.to_container(cfg, resolve=True),
+        out_dir,
+        mode=cfg.wandb.mode,
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
+        group=cfg.wandb.group,
+        tags=[cfg.dataset.name, cfg.attack._target_.rsplit(".", 1)[-1],
+              cfg.defense._target_.rsplit(".", 1)[-1], *cfg.wandb.tags],
+        name=cfg.name,
+    )
+
+    def on_round(record: dict[str, Any]) -> None:
+        log_round(record, malicious, num_inputs=cfg.defense.get("num_inputs"))
+        tracker.log_round(record)
+
+    plan = ServerPlan(
+        strategy=strategy,
+        initial_arrays=ArrayRecord(template.state_dict()),
+        evaluator=evaluator,
+        num_rounds=cfg.num_rounds,
+        num_clients=cfg.num_clients,
+        clients_per_round=cfg.clients_per_round,
+        malicious=malicious,
+        seed=cfg.seed,
+        round_timeout_s=cfg.simulation.round_timeout_s,
+        on_round=on_round,
+    )
+    res = cfg.simulation.client_resources
+    ray_started = start_ray(cfg)
+    try:
+        import ray
+        from flwr.simulation import run_simulation
+
+        bundle = {
+            "train_x": data.train_x,
+            "train_y": data.train_y,
+            "partitions": partitions,
+            "pixel_max": data.pixel_max(),
+        }
+        spec = ClientSpec(
+            data=ray.put(bundle),
+            model=cfg.model.name,
+            num_classes=num_classes,
+            in_channels=data.input_shape[0],
+            attack=attack,
+            epochs=cfg.client.epochs,
+            lr=cfg.client.lr,
+            batch_size=cfg.client.batch_size,
+            optimizer=cfg.client.optimizer,
+            device=cfg.device,
+            seed=cfg.seed,
+            num_threads=max(1, int(res.num_cpus)),
+        )
+        run_simulation(
+            server_app=make_server_app(plan),
+            client_app=make_client_app(spec),
+            num_supernodes=cfg.num_clients,
+            backend_config={
+                "client_resources": {
+                    "num_cpus": float(res.num_cpus),
+                    "num_gpus": float(res.num_gpus),
+                }
+            },
+        )
+    finally:
+        if ray_started:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+    if len(plan.rounds) != cfg.num_rounds:
+        raise RuntimeError(
+            f"the simulation ended after {len(plan.rounds)} of {cfg.num_rounds} rounds"
+        )
+
+    last = plan.rounds[-1]
+    results = {
+        "name": cfg.name,
+        "malicious_clients": malicious,
+        "data_source": data.source,
+        "rounds": plan.rounds,
+        "final": {"accuracy": last["accuracy"], "loss": last["loss"], "asr": last["asr"]},
+        "seconds": time.perf_counter() - started,
+    }
+    write_json(out_dir / "results.json", results)
+    plot = plot_rounds(
+        plan.rounds,
+        out_dir / f"{cfg.partition.name}-{cfg.model.name}-{cfg.dataset.name}.png",
+        title=f"{cfg.name}: {cfg.dataset.name}, {cfg.num_clients} clients",
+    )
+    log.info("\n%s", summary_table(plan.rounds))
+    log.info("wrote %s", out_dir / "results.json")
+    tracker.finish(
+        {"final/accuracy": last["accuracy"], "final/asr": last["asr"],
+         "rounds": cfg.num_rounds, "seconds": results["seconds"]},
+        [plot],
+    )
+    return results

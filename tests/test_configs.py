@@ -1,0 +1,166 @@
+"""Every config group instantiates; every experiment composes; bad input fails fast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from fedlight.attacks import Attack
+from fedlight.checks import ConfigError, check_config
+from fedlight.defenses import DefenseContext, DefenseStrategy
+from fedlight.models import build_model
+
+from conftest import REPO, compose_config
+
+CONFIGS = REPO / "configs"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", options("attack"))
+def test_every_attack_instantiates(name):
+    cfg = compose_config([f"attack={name}"])
+    attack = instantiate(cfg.attack)
+    assert isinstance(attack, Attack)
+    check_config(cfg)
+
+
+@pytest.mark.parametrize("name", options("defense"))
+def test_every_defense_instantiates(name):
+    from flwr.serverapp.strategy import FedAvg
+
+    cfg = compose_config([f"defense={name}"])
+    ctx = DefenseContext("convnet", 10, (1, 32, 32), 0.1, 0.3, 0)
+    strategy = instantiate(cfg.defense)(inner=FedAvg(), context=ctx)
+    assert isinstance(strategy, DefenseStrategy)
+    check_config(cfg)
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_every_model_config_builds(name):
+    cfg = compose_config([f"model={name}"])
+    import torch
+
+    model = build_model(cfg.model.name, 10, 1).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("group", ["dataset", "partition", "simulation"])
+def test_every_option_composes_and_passes_checks(group):
+    for name in options(group):
+        check_config(compose_config([f"{group}={name}"]))
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_every_experiment_composes_with_smoke_overrides(name):
+    cfg = compose_config([f"+experiment={name}", "num_clients=6", "num_rounds=2"])
+    check_config(cfg)
+    assert cfg.name == name
+    assert cfg.clients_per_round == 6, "clients_per_round follows num_clients"
+    assert cfg.num_rounds == 2
+
+
+def test_paper_setting_mnist_20():
+    cfg = compose_config(["+experiment=mnist_20"])
+    assert (cfg.num_clients, cfg.clients_per_round, cfg.num_rounds) == (20, 20, 15)
+    assert (cfg.client.epochs, cfg.client.batch_size, cfg.client.lr) == (5, 32, 0.001)
+    assert cfg.model.name == "convnet" and cfg.partition.name == "iid"
+    assert list(cfg.attack.malicious_clients) == [0]
+    assert (cfg.attack.trigger_size, cfg.attack.boost) == (12, 20)
+    assert cfg.defense._target_.endswith("FedDefender")
+
+
+BAD = [
+    (["model=resnet18", "model.name=resnet99"], "model.name"),
+    (["dataset.name=cifar"], "dataset.name"),
+    (["partition.name=shards"], "partition.name"),
+    (["attack.malicious_clients=[20]"], "attack.malicious_clients"),
+    (["attack.malicious_clients=[-1]"], "attack.malicious_clients"),
+    (["clients_per_round=21"], "clients_per_round"),
+    (["defense.theta=1.5"], "defense.theta"),
+    (["defense.theta=-0.1"], "defense.theta"),
+    (["attack.poison_fraction=2"], "attack.poison_fraction"),
+    (["attack.target_label=10"], "attack.target_label"),
+    (["simulation.client_resources.num_gpus=0.5"], "simulation.client_resources.num_gpus"),
+    (["device=cuda"], "device"),
+    (["defense.engine=fast"], "defense.engine"),
+    (["num_rounds=0"], "num_rounds"),
+    (["wandb.mode=maybe"], "wandb.mode"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD)
+def test_bad_values_name_the_key(overrides, key):
+    from fedlight.checks import gpus_visible
+
+    if "cuda" in str(overrides) or "num_gpus" in str(overrides):
+        if gpus_visible():
+            pytest.skip("a GPU is visible here")
+    with pytest.raises(ConfigError) as err:
+        check_config(compose_config(overrides))
+    message = str(err.value)
+    assert key in message and "\n" not in message
+
+
+def run_cli(*overrides: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None):
+    import os
+
+    env = {**os.environ, "WANDB_MODE": "disabled", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "fedlight.run", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["attack.malicious_clients=[25]"], "attack.malicious_clients"),
+        (["+experiment=mnist_20", "defense.theta=2"], "defense.theta"),
+        (["simulation.client_resources.num_gpus=1"], "simulation.client_resources.num_gpus"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, overrides, key):
+    from fedlight.checks import gpus_visible
+
+    if "num_gpus" in key and gpus_visible():
+        pytest.skip("a GPU is visible here")
+    proc = run_cli(*overrides, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and key in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_unknown_group_option_lists_choices(tmp_path):
+    proc = run_cli("attack=trojan", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "attack" in proc.stderr and "backdoor" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_missing_explicit_data_root_fails_without_fallback(tmp_path):
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    proc = run_cli(f"dataset.root={empty}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert str(empty) in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_resolved_config_is_plain_yaml():
+    cfg = compose_config(["+experiment=fmnist_30"])
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    assert "fmnist" in text and "${" not in text
