@@ -11,12 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from fedlight.data import DATASETS, PARTITIONS
 from fedlight.defenses.feddefender import ENGINES
 from fedlight.models import MODELS
 from fedlight.tracking import MODES
 
-DATASETS = {"mnist": 10, "fmnist": 10}  # name -> number of classes
-PARTITIONS = ("iid", "dirichlet")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("cpu", "cuda")
 
@@ -41,12 +40,18 @@ def _int_in(cfg: DictConfig, key: str, low: int, high: int | None = None) -> Non
     if ok and high is not None:
         ok = value <= high
     if not ok:
-        bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        bound = (
+            f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        )
         _fail(key, value, bound)
 
 
 def _number_in(
-    cfg: DictConfig, key: str, low: float, high: float | None = None, open_low: bool = False
+    cfg: DictConfig,
+    key: str,
+    low: float,
+    high: float | None = None,
+    open_low: bool = False,
 ) -> None:
     value = cfg_get(cfg, key)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -56,7 +61,11 @@ def _number_in(
             ok = ok and value <= high
     if not ok:
         low_s = f"> {low}" if open_low else f">= {low}"
-        _fail(key, value, f"a number {low_s}" + (f" and <= {high}" if high is not None else ""))
+        _fail(
+            key,
+            value,
+            f"a number {low_s}" + (f" and <= {high}" if high is not None else ""),
+        )
 
 
 def cfg_get(cfg: DictConfig, key: str) -> Any:
@@ -97,7 +106,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.partition.name == "dirichlet":
         _number_in(cfg, "partition.alpha", 0.0, open_low=True)
 
-    num_classes = DATASETS[cfg.dataset.name]
+    num_classes = DATASETS[cfg.dataset.name].num_classes
     attack = cfg.attack
     for cid in attack.get("malicious_clients") or []:
         if not isinstance(cid, int) or not 0 <= cid < cfg.num_clients:

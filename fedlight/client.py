@@ -62,9 +62,7 @@ def resolve_bundle(data: Any) -> dict[str, Any]:
     return _bundle_cache[key]
 
 
-def client_data(
-    spec: ClientSpec, client_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def client_data(spec: ClientSpec, client_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The client's partition, poisoned if the attack names this client.
 
     Poisoning is seeded by (seed, client) only, so an attacker poisons the same
@@ -74,7 +72,9 @@ def client_data(
     idx = bundle["partitions"][client_id]
     x = torch.from_numpy(np.ascontiguousarray(bundle["train_x"][idx]))
     y = torch.from_numpy(np.ascontiguousarray(bundle["train_y"][idx]))
-    generator = torch.Generator().manual_seed(derive_seed(spec.seed, "poison", client_id))
+    generator = torch.Generator().manual_seed(
+        derive_seed(spec.seed, "poison", client_id)
+    )
     return spec.attack.poison(client_id, x, y, bundle["pixel_max"], generator)
 
 

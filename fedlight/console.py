@@ -12,7 +12,9 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def log_round(record: dict[str, Any], malicious: list[str], num_inputs: int | None) -> None:
+def log_round(
+    record: dict[str, Any], malicious: list[str], num_inputs: int | None
+) -> None:
     """Log one round like the seed README's FedDefender output, then the metrics."""
     r = record["round"]
     if record["malicious_confidence"] is not None:
@@ -45,7 +47,10 @@ def log_round(record: dict[str, Any], malicious: list[str], num_inputs: int | No
 
 def summary_table(rounds: list[dict[str, Any]]) -> str:
     """A fixed-width table of every round, printed at the end of a run."""
-    header = f"{'round':>5} {'accuracy':>9} {'ASR':>7} {'prec':>5} {'recall':>6} {'sec':>6}  flagged"
+    header = (
+        f"{'round':>5} {'accuracy':>9} {'ASR':>7} {'prec':>5} {'recall':>6} "
+        f"{'sec':>6}  flagged"
+    )
     lines = ["[SUMMARY]", header, "-" * len(header)]
     for r in rounds:
         flagged = "-" if r["flagged"] is None else ",".join(r["flagged"]) or "none"

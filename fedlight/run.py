@@ -13,7 +13,9 @@ from fedlight.data import DataNotFoundError
 from fedlight.simulate import simulate
 
 
-@hydra.main(version_base="1.3", config_path="pkg://fedlight.configs", config_name="config")
+@hydra.main(
+    version_base="1.3", config_path="pkg://fedlight.configs", config_name="config"
+)
 def main(cfg: DictConfig) -> None:
     """Run one experiment into Hydra's run directory; bad input exits 2 in one line."""
     try:

@@ -78,7 +78,7 @@ def sample_clients(seed: int, server_round: int, num_clients: int, k: int) -> li
 
 
 def run_rounds(grid: Grid, plan: ServerPlan) -> None:
-    """Run ``plan.num_rounds`` rounds; append one record per round to ``plan.rounds``."""
+    """Run the plan's rounds, appending one record per round to ``plan.rounds``."""
     nodes = discover_nodes(grid, plan.num_clients, plan.round_timeout_s)
     missing = sorted(set(range(plan.num_clients)) - set(nodes))
     if missing:

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fedlight.attacks import Attack
-from fedlight.checks import DATASETS, check_config
+from fedlight.checks import check_config
 from fedlight.client import ClientSpec, make_client_app
 from fedlight.console import log_round, summary_table
 from fedlight.data import load_dataset, partition_indices
@@ -69,11 +69,22 @@ def start_ray(cfg: DictConfig) -> bool:
     return True
 
 
+class _DropDeprecation(logging.Filter):
+    """Drop Flower's notice that ``run_simulation`` is deprecated: fedlight
+    chooses the in-process engine on purpose (``flwr run`` is also supported)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "DEPRECATED FEATURE" not in str(record.msg)
+
+
 def quiet_libraries() -> None:
     """Keep the console for fedlight's own lines: Flower's INFO chatter, Ray's
     and alembic's setup lines go to WARNING."""
     for name in ("flwr", "ray", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    flwr_logger = logging.getLogger("flwr")
+    if not any(isinstance(f, _DropDeprecation) for f in flwr_logger.filters):
+        flwr_logger.addFilter(_DropDeprecation())
 
 
 def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -92,8 +103,11 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         max_train_samples=cfg.dataset.max_train_samples,
         seed=cfg.seed,
         hub=cfg.dataset.hub,
+        hub_timeout_s=cfg.dataset.hub_timeout_s,
     )
-    log.info("data: %s (%d train, %d test)", data.source, len(data.train_y), len(data.test_y))
+    log.info(
+        "data: %s (%d train, %d test)", data.source, len(data.train_y), len(data.test_y)
+    )
     partitions = partition_indices(
         data.train_y,
         cfg.num_clients,
@@ -104,7 +118,7 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     )
     attack: Attack = instantiate(cfg.attack)
     malicious = [str(c) for c in attack.malicious_clients]
-    num_classes = DATASETS[cfg.dataset.name]
+    num_classes = data.num_classes
     torch.manual_seed(cfg.seed)
     template = build_model(cfg.model.name, num_classes, data.input_shape[0])
 
@@ -140,8 +154,12 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         project=cfg.wandb.project,
         entity=cfg.wandb.entity,
         group=cfg.wandb.group,
-        tags=[cfg.dataset.name, cfg.attack._target_.rsplit(".", 1)[-1],
-              cfg.defense._target_.rsplit(".", 1)[-1], *cfg.wandb.tags],
+        tags=[
+            cfg.dataset.name,
+            cfg.attack._target_.rsplit(".", 1)[-1],
+            cfg.defense._target_.rsplit(".", 1)[-1],
+            *cfg.wandb.tags,
+        ],
         name=cfg.name,
     )
 
@@ -215,20 +233,31 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         "malicious_clients": malicious,
         "data_source": data.source,
         "rounds": plan.rounds,
-        "final": {"accuracy": last["accuracy"], "loss": last["loss"], "asr": last["asr"]},
+        "final": {
+            "accuracy": last["accuracy"],
+            "loss": last["loss"],
+            "asr": last["asr"],
+        },
         "seconds": time.perf_counter() - started,
     }
     write_json(out_dir / "results.json", results)
     plot = plot_rounds(
         plan.rounds,
         out_dir / f"{cfg.partition.name}-{cfg.model.name}-{cfg.dataset.name}.png",
-        title=f"{cfg.name}: {cfg.dataset.name}, {cfg.num_clients} clients",
+        title=(
+            f"{cfg.name}: {attack.name} attack, "
+            f"{cfg.defense._target_.rsplit('.', 1)[-1]}, {cfg.num_clients} clients"
+        ),
     )
     log.info("\n%s", summary_table(plan.rounds))
     log.info("wrote %s", out_dir / "results.json")
     tracker.finish(
-        {"final/accuracy": last["accuracy"], "final/asr": last["asr"],
-         "rounds": cfg.num_rounds, "seconds": results["seconds"]},
+        {
+            "final/accuracy": last["accuracy"],
+            "final/asr": last["asr"],
+            "rounds": cfg.num_rounds,
+            "seconds": results["seconds"],
+        },
         [plot],
     )
     return results

@@ -23,9 +23,11 @@ def resolve_mode(mode: str | None) -> str:
         return mode
     if os.environ.get("WANDB_MODE") in MODES:
         return os.environ["WANDB_MODE"]
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or (
-        Path.home() / ".netrc"
-    ).is_file() and "api.wandb.ai" in (Path.home() / ".netrc").read_text()
+    has_key = (
+        bool(os.environ.get("WANDB_API_KEY"))
+        or (Path.home() / ".netrc").is_file()
+        and "api.wandb.ai" in (Path.home() / ".netrc").read_text()
+    )
     return "online" if has_key else "offline"
 
 

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("FEDLIGHT_DATA", REPO.parent / "shared" / "data")).resolve()
-
-
-def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    """The root config with ``overrides``, composed from the installed package."""
-    with initialize_config_module(config_module="fedlight.configs", version_base="1.3"):
-        return compose(config_name="config", overrides=overrides or [])
-
-
-SMOKE = [
-    "num_clients=4",
-    "num_rounds=2",
-    "client.epochs=1",
-    "dataset.max_train_samples=400",
-    "wandb.mode=disabled",
-    "simulation.round_timeout_s=120",
-]
+from support import DATA_ROOT, SMOKE, compose_config
 
 
 @pytest.fixture
@@ -50,16 +32,4 @@ def ray_tmp() -> Iterator[str]:
     """A short private Ray temp dir (Unix socket paths must stay < 108 chars)."""
     path = tempfile.mkdtemp(prefix="flray-")
     yield path
-
-
-def with_values(cfg: DictConfig, **values: object) -> DictConfig:
-    """A copy of ``cfg`` with dotted keys (``a__b`` for ``a.b``) set."""
-    cfg = cfg.copy()
-    with open_dict(cfg):
-        for key, value in values.items():
-            node = cfg
-            parts = key.split("__")
-            for part in parts[:-1]:
-                node = node[part]
-            node[parts[-1]] = value
-    return cfg
+    shutil.rmtree(path, ignore_errors=True)

@@ -14,8 +14,7 @@ from fedlight.attacks import Attack
 from fedlight.checks import ConfigError, check_config
 from fedlight.defenses import DefenseContext, DefenseStrategy
 from fedlight.models import build_model
-
-from conftest import REPO, compose_config
+from support import REPO, compose_config
 
 CONFIGS = REPO / "configs"
 
@@ -89,7 +88,10 @@ BAD = [
     (["defense.theta=-0.1"], "defense.theta"),
     (["attack.poison_fraction=2"], "attack.poison_fraction"),
     (["attack.target_label=10"], "attack.target_label"),
-    (["simulation.client_resources.num_gpus=0.5"], "simulation.client_resources.num_gpus"),
+    (
+        ["simulation.client_resources.num_gpus=0.5"],
+        "simulation.client_resources.num_gpus",
+    ),
     (["device=cuda"], "device"),
     (["defense.engine=fast"], "defense.engine"),
     (["num_rounds=0"], "num_rounds"),
@@ -110,7 +112,9 @@ def test_bad_values_name_the_key(overrides, key):
     assert key in message and "\n" not in message
 
 
-def run_cli(*overrides: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None):
+def run_cli(
+    *overrides: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None
+):
     import os
 
     env = {**os.environ, "WANDB_MODE": "disabled", **(env_extra or {})}
@@ -129,7 +133,10 @@ def run_cli(*overrides: str, env_extra: dict[str, str] | None = None, cwd: Path 
     [
         (["attack.malicious_clients=[25]"], "attack.malicious_clients"),
         (["+experiment=mnist_20", "defense.theta=2"], "defense.theta"),
-        (["simulation.client_resources.num_gpus=1"], "simulation.client_resources.num_gpus"),
+        (
+            ["simulation.client_resources.num_gpus=1"],
+            "simulation.client_resources.num_gpus",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, overrides, key):
@@ -154,7 +161,9 @@ def test_cli_unknown_group_option_lists_choices(tmp_path):
 def test_cli_missing_explicit_data_root_fails_without_fallback(tmp_path):
     empty = tmp_path / "nodata"
     empty.mkdir()
-    proc = run_cli(f"dataset.root={empty}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    proc = run_cli(
+        f"dataset.root={empty}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path
+    )
     assert proc.returncode == 2, proc.stderr
     assert str(empty) in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "results.json").exists()

@@ -11,23 +11,32 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE
+from support import SMOKE
 
 
 @pytest.mark.slow
-def test_cli_smoke_run_writes_results_plot_config_and_wandb(tmp_path, data_root, ray_tmp):
+def test_cli_smoke_run_writes_results_plot_config_and_wandb(
+    tmp_path, data_root, ray_tmp
+):
     run_dir = tmp_path / "run"
     overrides = [o for o in SMOKE if not o.startswith("wandb.mode")]
     env = {**os.environ, "FEDLIGHT_DATA": str(data_root), "WANDB_SILENT": "true"}
     env.pop("WANDB_API_KEY", None)
     proc = subprocess.run(
         [
-            sys.executable, "-m", "fedlight.run", *overrides,
+            sys.executable,
+            "-m",
+            "fedlight.run",
+            *overrides,
             "wandb.mode=offline",
             f"simulation.ray_temp_dir={ray_tmp}",
             f"hydra.run.dir={run_dir}",
         ],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
@@ -55,15 +64,23 @@ def test_cli_smoke_run_writes_results_plot_config_and_wandb(tmp_path, data_root,
 
 @pytest.mark.slow
 def test_no_defense_scores_nobody(smoke_cfg, tmp_path, ray_tmp):
-    from conftest import compose_config
     from fedlight.simulate import simulate
+    from support import compose_config
 
     cfg = compose_config(
-        [*SMOKE, f"dataset.root={smoke_cfg.dataset.root}", "defense=none",
-         "num_rounds=1", f"simulation.ray_temp_dir={ray_tmp}"]
+        [
+            *SMOKE,
+            f"dataset.root={smoke_cfg.dataset.root}",
+            "defense=none",
+            "num_rounds=1",
+            f"simulation.ray_temp_dir={ray_tmp}",
+        ]
     )
     results = simulate(cfg, tmp_path)
     (r,) = results["rounds"]
     assert r["malicious_confidence"] is None and r["flagged"] is None
     assert r["precision"] is None and r["recall"] is None
-    assert json.loads((Path(tmp_path) / "results.json").read_text())["rounds"][0]["round"] == 1
+    assert (
+        json.loads((Path(tmp_path) / "results.json").read_text())["rounds"][0]["round"]
+        == 1
+    )
