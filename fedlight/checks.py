@@ -153,6 +153,13 @@ def check_config(cfg: DictConfig) -> None:
             else ("simulation.client_resources.num_gpus", res.num_gpus)
         )
         _fail(key, value, "no GPU is visible here; use device=cpu and num_gpus=0")
+    if cfg.device == "cuda" and res.num_gpus == 0:
+        _fail(
+            "simulation.client_resources.num_gpus",
+            res.num_gpus,
+            "a GPU share > 0 (e.g. 0.25) when device=cuda: Ray hides GPUs from "
+            "actors that reserve none",
+        )
     if res.num_gpus > 1 and res.num_gpus != int(res.num_gpus):
         _fail(
             "simulation.client_resources.num_gpus",

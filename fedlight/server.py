@@ -97,6 +97,18 @@ def run_rounds(grid: Grid, plan: ServerPlan) -> None:
         ]
         replies = list(grid.send_and_receive(messages, timeout=plan.round_timeout_s))
         failures = [r for r in replies if r.has_error()]
+        for failure in failures:
+            log.warning(
+                "round %d: a client failed: %s", server_round, failure.error.reason
+            )
+        if len(replies) < len(messages):
+            log.warning(
+                "round %d: %d of %d clients did not answer within %.0f s",
+                server_round,
+                len(messages) - len(replies),
+                len(messages),
+                plan.round_timeout_s,
+            )
         replies = sorted(
             (r for r in replies if not r.has_error()), key=lambda r: int(client_id(r))
         )

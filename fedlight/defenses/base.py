@@ -70,6 +70,9 @@ class DefenseStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid = [r for r in replies if not r.has_error()]
+        if not valid:
+            self.last_report = DefenseReport()
+            return None, None
         start = time.perf_counter()
         kept, report = self.screen(server_round, valid)
         report.seconds = time.perf_counter() - start

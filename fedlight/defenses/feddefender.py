@@ -80,7 +80,7 @@ class FedDefender(DefenseStrategy):
             max_memory_mb=self.max_memory_mb,
             device=self.context.device,
         )
-        scores = {cid: float(c) for cid, c in zip(ids, confidence.tolist(), strict=True)}
+        scores = dict(zip(ids, confidence.tolist(), strict=True))
         flagged = [cid for cid in ids if scores[cid] > self.theta]
         weights = {cid: 0.0 if cid in flagged else 1.0 - scores[cid] for cid in ids}
         report = DefenseReport(

@@ -20,9 +20,12 @@ def test_stamp_trigger_clips_to_image():
 def test_backdoor_poisons_fraction_of_non_target_and_relabels():
     y = torch.tensor([0, 1, 2, 9, 9, 3, 4, 5, 6, 7, 8, 1])
     x = torch.zeros(len(y), 1, 8, 8)
-    attack = Backdoor(malicious_clients=[0], target_label=9, trigger_size=2,
-                      poison_fraction=0.5)
-    px, py = attack.poison(0, x, y, pixel_max=3.0, generator=torch.Generator().manual_seed(0))
+    attack = Backdoor(
+        malicious_clients=[0], target_label=9, trigger_size=2, poison_fraction=0.5
+    )
+    px, py = attack.poison(
+        0, x, y, pixel_max=3.0, generator=torch.Generator().manual_seed(0)
+    )
     stamped = (px[:, 0, 6:, 6:] == 3.0).all(dim=(1, 2))
     assert int(stamped.sum()) == 5  # half of the 10 non-target samples
     assert torch.all(py[stamped] == 9)
@@ -55,7 +58,9 @@ def test_asr_set_excludes_target_class():
 def test_label_flip_never_keeps_label():
     y = torch.randint(0, 10, (500,), generator=torch.Generator().manual_seed(1))
     attack = LabelFlip(malicious_clients=[0], flip_fraction=1.0)
-    _, fy = attack.poison(0, torch.zeros(500, 1, 2, 2), y, 1.0, torch.Generator().manual_seed(0))
+    _, fy = attack.poison(
+        0, torch.zeros(500, 1, 2, 2), y, 1.0, torch.Generator().manual_seed(0)
+    )
     assert torch.all(fy != y)
     assert attack.asr_set(torch.zeros(3, 1, 2, 2), y[:3], 1.0) is None
 
