@@ -22,11 +22,9 @@ from fedlight.defenses.base import (
     client_id,
     reweight,
 )
-from fedlight.defenses.fingerprint import score_clients, synthetic_inputs
+from fedlight.defenses.fingerprint import ENGINES, score_clients, synthetic_inputs
 from fedlight.models import build_model
 from fedlight.seeding import derive_seed
-
-ENGINES = ("batched", "loop")
 
 
 class FedDefender(DefenseStrategy):
