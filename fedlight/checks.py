@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from fedlight.attacks.broken import KINDS as BROKEN_KINDS
 from fedlight.data import DATASETS, PARTITIONS
-from fedlight.defenses.feddefender import ENGINES
+from fedlight.defenses.fingerprint import ENGINES
 from fedlight.models import MODELS
 from fedlight.tracking import MODES
 
@@ -137,20 +138,51 @@ def check_config(cfg: DictConfig) -> None:
         _int_in(cfg, "defense.num_attackers", 1, max(cfg.num_clients - 1, 1))
     if "engine" in defense:
         _one_of(cfg, "defense.engine", ENGINES)
+    for key in ("num_cpus", "num_gpus"):
+        if key in defense:
+            _number_in(cfg, f"defense.{key}", 0.0)
+    if defense.get("inference_guided"):
+        _int_in(cfg, "defense.eta", 1, cfg.clients_per_round)
+        _int_in(cfg, "defense.pool_size", defense.num_inputs)
 
     res = cfg.simulation.client_resources
     _number_in(cfg, "simulation.client_resources.num_cpus", 0.0, open_low=True)
     _number_in(cfg, "simulation.client_resources.num_gpus", 0.0)
     _number_in(cfg, "simulation.round_timeout_s", 0.0, open_low=True)
+    _number_in(cfg, "simulation.min_replies", 0.0, 1.0, open_low=True)
+    if cfg.server.max_norm_ratio is not None:
+        _number_in(cfg, "server.max_norm_ratio", 1.0, open_low=True)
+    if cfg.server.max_norm is not None:
+        _number_in(cfg, "server.max_norm", 0.0, open_low=True)
+    for key in ("faults.raise_at", "faults.exit_at"):
+        for entry in cfg_get(cfg, key) or []:
+            ok = (
+                len(entry) == 2
+                and all(isinstance(v, int) for v in entry)
+                and 0 <= entry[0] < cfg.num_clients
+                and 1 <= entry[1] <= cfg.num_rounds
+            )
+            if not ok:
+                _fail(
+                    key,
+                    OmegaConf.to_container(cfg_get(cfg, key)),
+                    f"[[client, round], ...] with client in [0, {cfg.num_clients}) "
+                    f"and round in [1, {cfg.num_rounds}]",
+                )
+    if "kind" in attack:
+        _one_of(cfg, "attack.kind", BROKEN_KINDS)
     if cfg.wandb.mode is not None:
         _one_of(cfg, "wandb.mode", MODES)
 
     local = cfg.simulation.ray_address is None
-    if local and (res.num_gpus > 0 or cfg.device == "cuda") and gpus_visible() == 0:
+    wants_gpu = res.num_gpus > 0 or cfg.device == "cuda" or defense.get("num_gpus", 0)
+    if local and wants_gpu and gpus_visible() == 0:
         key, value = (
             ("device", cfg.device)
             if cfg.device == "cuda"
             else ("simulation.client_resources.num_gpus", res.num_gpus)
+            if res.num_gpus > 0
+            else ("defense.num_gpus", defense.num_gpus)
         )
         _fail(key, value, "no GPU is visible here; use device=cpu and num_gpus=0")
     if cfg.device == "cuda" and res.num_gpus == 0:

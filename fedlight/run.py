@@ -6,11 +6,14 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fedlight.checks import ConfigError
 from fedlight.data import DataNotFoundError
+from fedlight.server import RoundFailed
 from fedlight.simulate import simulate
+from fedlight.tracking import multirun_group
 
 
 @hydra.main(
@@ -18,11 +21,17 @@ from fedlight.simulate import simulate
 )
 def main(cfg: DictConfig) -> None:
     """Run one experiment into Hydra's run directory; bad input exits 2 in one line."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN and cfg.wandb.group is None:
+        cfg.wandb.group = multirun_group(hydra_cfg.sweep.dir)  # one W&B group
     try:
         simulate(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, DataNotFoundError) as err:
         print(f"fedlight: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RoundFailed as err:
+        print(f"fedlight: error: {err} (resume=RUN_DIR continues it)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,21 @@ record per round to ``on_round``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from fedlight.checkpoint import save_checkpoint
 from fedlight.defenses.base import CLIENT_KEY, DefenseStrategy, client_id
 from fedlight.evaluation import Evaluator, detection_metrics
+from fedlight.sanitize import screen_updates
 from fedlight.seeding import derive_seed
 
 log = logging.getLogger("fedlight")
@@ -38,10 +42,19 @@ class ServerPlan:
     clients_per_round: int
     malicious: list[str]
     seed: int = 0
-    round_timeout_s: float = 3600.0
+    round_timeout_s: float = 600.0
+    min_replies: float = 0.5
+    max_norm_ratio: float | None = 1000.0
+    max_norm: float | None = None
+    checkpoint_path: Path | None = None
+    fingerprint: str = ""
     on_round: Callable[[dict[str, Any]], None] | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     final_arrays: ArrayRecord | None = None
+
+
+class RoundFailed(RuntimeError):
+    """Too few clients answered a round (``simulation.min_replies``)."""
 
 
 def discover_nodes(grid: Grid, num_nodes: int, timeout: float) -> dict[int, int]:
@@ -77,78 +90,140 @@ def sample_clients(seed: int, server_round: int, num_clients: int, k: int) -> li
     return sorted(int(c) for c in rng.choice(num_clients, size=k, replace=False))
 
 
+def collect_replies(
+    grid: Grid,
+    messages: list[Message],
+    owner: dict[int, int],
+    timeout: float,
+) -> tuple[list[Message], dict[str, str]]:
+    """Send, wait at most ``timeout``; return good replies and failures by client.
+
+    A failure is an error reply (the ClientApp raised or its actor died) or no
+    reply within the timeout.
+    """
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    failures: dict[str, str] = {}
+    good = []
+    for reply in replies:
+        if reply.has_error():
+            failures[str(owner[reply.metadata.src_node_id])] = reply.error.reason
+        else:
+            good.append(reply)
+    answered = {r.metadata.src_node_id for r in replies}
+    for msg in messages:
+        if msg.metadata.dst_node_id not in answered:
+            failures[str(owner[msg.metadata.dst_node_id])] = (
+                f"no reply in {timeout:g} s"
+            )
+    return sorted(good, key=lambda r: int(client_id(r))), failures
+
+
 def run_rounds(grid: Grid, plan: ServerPlan) -> None:
-    """Run the plan's rounds, appending one record per round to ``plan.rounds``."""
+    """Run the plan's remaining rounds, one record each in ``plan.rounds``.
+
+    Rounds already in ``plan.rounds`` (a resumed run) are skipped; after every
+    round the server state is checkpointed when ``plan.checkpoint_path`` is set.
+    """
+    plan.strategy.warm_up()
     nodes = discover_nodes(grid, plan.num_clients, plan.round_timeout_s)
     missing = sorted(set(range(plan.num_clients)) - set(nodes))
     if missing:
         raise RuntimeError(f"no node answered for partitions {missing[:10]}")
+    owner = {node: pid for pid, node in nodes.items()}
     arrays = plan.initial_arrays
-    for server_round in range(1, plan.num_rounds + 1):
-        start = time.perf_counter()
-        chosen = sample_clients(
-            plan.seed, server_round, plan.num_clients, plan.clients_per_round
-        )
-        config = ConfigRecord({"server-round": server_round})
-        content = RecordDict({"arrays": arrays, "config": config})
-        messages = [
-            Message(content, dst_node_id=nodes[c], message_type=MessageType.TRAIN)
-            for c in chosen
-        ]
-        replies = list(grid.send_and_receive(messages, timeout=plan.round_timeout_s))
-        failures = [r for r in replies if r.has_error()]
-        for failure in failures:
-            log.warning(
-                "round %d: a client failed: %s", server_round, failure.error.reason
-            )
-        if len(replies) < len(messages):
-            log.warning(
-                "round %d: %d of %d clients did not answer within %.0f s",
-                server_round,
-                len(messages) - len(replies),
-                len(messages),
-                plan.round_timeout_s,
-            )
-        replies = sorted(
-            (r for r in replies if not r.has_error()), key=lambda r: int(client_id(r))
-        )
-        train_seconds = time.perf_counter() - start
-        client_metrics = {
-            client_id(r): {k: float(v) for k, v in r.content["metrics"].items()}
-            for r in replies
-        }
-        new_arrays, _ = plan.strategy.aggregate_train(server_round, replies)
-        report = plan.strategy.last_report
-        if new_arrays is not None:
-            arrays = new_arrays
-        eval_start = time.perf_counter()
-        metrics = plan.evaluator(arrays.to_torch_state_dict())
-        eval_seconds = time.perf_counter() - eval_start
-        participants = [str(c) for c in chosen]
-        scored = report.confidence is not None
-        detection = (
-            detection_metrics(report.flagged, plan.malicious, participants)
-            if scored
-            else {"precision": None, "recall": None, "fpr": None}
-        )
-        record = {
-            "round": server_round,
-            **metrics,
-            "malicious_confidence": report.confidence,
-            "flagged": report.flagged if scored else None,
-            **detection,
-            "participants": participants,
-            "failures": [f.error.reason for f in failures],
-            "clients": client_metrics,
-            "train_seconds": train_seconds,
-            "defense_seconds": report.seconds,
-            "eval_seconds": eval_seconds,
-            "seconds": time.perf_counter() - start,
-        }
+    for server_round in range(len(plan.rounds) + 1, plan.num_rounds + 1):
+        arrays, record = run_round(grid, plan, nodes, owner, arrays, server_round)
         plan.rounds.append(record)
+        if plan.checkpoint_path is not None:
+            save_checkpoint(
+                plan.checkpoint_path,
+                {
+                    "fingerprint": plan.fingerprint,
+                    "round": server_round,
+                    "arrays": arrays.to_torch_state_dict(),
+                    "rounds": plan.rounds,
+                    "strategy": plan.strategy.state_dict(),
+                },
+            )
         if plan.on_round is not None:
             plan.on_round(record)
     plan.final_arrays = arrays
+
+
+def run_round(
+    grid: Grid,
+    plan: ServerPlan,
+    nodes: dict[int, int],
+    owner: dict[int, int],
+    arrays: ArrayRecord,
+    server_round: int,
+) -> tuple[ArrayRecord, dict[str, Any]]:
+    """One round: train the sampled clients, screen, aggregate, evaluate."""
+    start = time.perf_counter()
+    chosen = sample_clients(
+        plan.seed, server_round, plan.num_clients, plan.clients_per_round
+    )
+    content = RecordDict(
+        {"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}
+    )
+    messages = [
+        Message(content, dst_node_id=nodes[c], message_type=MessageType.TRAIN)
+        for c in chosen
+    ]
+    replies, failures = collect_replies(grid, messages, owner, plan.round_timeout_s)
+    for cid, reason in failures.items():
+        log.warning("round %d: client %s failed: %s", server_round, cid, reason)
+    needed = max(1, math.ceil(plan.min_replies * len(chosen)))
+    if len(replies) < needed:
+        raise RoundFailed(
+            f"round {server_round}: {len(replies)} of {len(chosen)} clients replied, "
+            f"simulation.min_replies={plan.min_replies} needs {needed}"
+        )
+    train_seconds = time.perf_counter() - start
+    client_metrics = {
+        client_id(r): {k: float(v) for k, v in r.content["metrics"].items()}
+        for r in replies
+    }
+    reference = {k: v.numpy() for k, v in arrays.items()}
+    rejected = screen_updates(
+        reference,
+        {client_id(r): r.content["arrays"] for r in replies},
+        max_norm_ratio=plan.max_norm_ratio,
+        max_norm=plan.max_norm,
+    )
+    for cid, reason in rejected.items():
+        log.warning("round %d: rejected client %s: %s", server_round, cid, reason)
+    replies = [r for r in replies if client_id(r) not in rejected]
+    new_arrays, _ = plan.strategy.aggregate_train(server_round, replies)
+    report = plan.strategy.last_report
+    if new_arrays is not None:
+        arrays = new_arrays
+    eval_start = time.perf_counter()
+    metrics = plan.evaluator(arrays.to_torch_state_dict())
+    eval_seconds = time.perf_counter() - eval_start
+    participants = [str(c) for c in chosen]
+    scored = report.confidence is not None
+    if scored or rejected:
+        excluded = sorted({*report.flagged, *rejected}, key=int)
+        detection = detection_metrics(excluded, plan.malicious, participants)
+    else:
+        detection = {"precision": None, "recall": None, "fpr": None}
+    record = {
+        "round": server_round,
+        **metrics,
+        "malicious_confidence": report.confidence,
+        "flagged": report.flagged if scored else None,
+        "rejected": rejected,
+        **detection,
+        "participants": participants,
+        "failures": failures,
+        "clients": client_metrics,
+        "train_seconds": train_seconds,
+        "defense_seconds": report.seconds,
+        "eval_seconds": eval_seconds,
+        "seconds": time.perf_counter() - start,
+    }
+    return arrays, record
 
 
 def make_server_app(plan: ServerPlan) -> ServerApp:

@@ -8,6 +8,7 @@ writes ``results.json``, the per-round plot and the resolved config into
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,9 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fedlight.attacks import Attack
-from fedlight.checks import check_config
+from fedlight.checkpoint import FILENAME as CHECKPOINT
+from fedlight.checkpoint import load_checkpoint
+from fedlight.checks import ConfigError, check_config
 from fedlight.client import ClientSpec, make_client_app
-from fedlight.console import log_round, summary_table
+from fedlight.console import RoundProgress, log_round, summary_table
 from fedlight.data import load_dataset, partition_indices
 from fedlight.defenses import DefenseContext, DefenseStrategy
 from fedlight.evaluation import Evaluator
@@ -87,14 +90,55 @@ def quiet_libraries() -> None:
         flwr_logger.addFilter(_DropDeprecation())
 
 
+# Keys that may change between a run and its resumption without changing results.
+_RESUMABLE_KEYS = ("resume", "wandb", "simulation", "faults", "name")
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """A hash of everything that determines a run's results."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in _RESUMABLE_KEYS:
+        plain.pop(key, None)
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resume_state(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from, checked against ``cfg``; None for a new run."""
+    if not cfg.get("resume"):
+        return None
+    path = out_dir / CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(
+            f"resume={cfg.resume!r} is not allowed: {path} does not exist "
+            "(give the run directory of an earlier run of this config)"
+        )
+    state = load_checkpoint(path)
+    if state["fingerprint"] != config_fingerprint(cfg):
+        raise ConfigError(
+            f"resume={cfg.resume!r} is not allowed: that run used a different config "
+            f"(see {out_dir / 'config.yaml'}); only wandb, simulation and faults "
+            "settings may change on resume"
+        )
+    return state
+
+
 def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Run the experiment ``cfg`` and return what ``results.json`` holds."""
+    """Run the experiment ``cfg`` and return what ``results.json`` holds.
+
+    With ``resume=RUN_DIR`` the run continues in RUN_DIR from its checkpoint
+    (and ``out_dir`` is ignored).
+    """
     started = time.perf_counter()
     quiet_libraries()
-    out_dir = Path(out_dir)
     check_config(cfg)
+    out_dir = Path(cfg.resume) if cfg.get("resume") else Path(out_dir)
+    resumed = resume_state(cfg, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    if resumed is None:
+        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    else:
+        log.info("resuming %s after round %d", out_dir, resumed["round"])
 
     data = load_dataset(
         cfg.dataset.name,
@@ -162,14 +206,23 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         ],
         name=cfg.name,
     )
+    progress = RoundProgress(cfg.num_rounds)
+    progress.start()
 
     def on_round(record: dict[str, Any]) -> None:
         log_round(record, malicious, num_inputs=cfg.defense.get("num_inputs"))
+        progress.update(record)
         tracker.log_round(record)
 
+    initial = template.state_dict() if resumed is None else resumed["arrays"]
+    if resumed is not None:
+        strategy.load_state_dict(resumed["strategy"])
+        for record in resumed["rounds"]:  # the new W&B run gets the whole history
+            progress.update(record)
+            tracker.log_round(record)
     plan = ServerPlan(
         strategy=strategy,
-        initial_arrays=ArrayRecord(template.state_dict()),
+        initial_arrays=ArrayRecord(initial),
         evaluator=evaluator,
         num_rounds=cfg.num_rounds,
         num_clients=cfg.num_clients,
@@ -177,6 +230,12 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         malicious=malicious,
         seed=cfg.seed,
         round_timeout_s=cfg.simulation.round_timeout_s,
+        min_replies=cfg.simulation.min_replies,
+        max_norm_ratio=cfg.server.max_norm_ratio,
+        max_norm=cfg.server.max_norm,
+        checkpoint_path=out_dir / CHECKPOINT,
+        fingerprint=config_fingerprint(cfg),
+        rounds=list(resumed["rounds"]) if resumed else [],
         on_round=on_round,
     )
     res = cfg.simulation.client_resources
@@ -204,6 +263,7 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
             device=cfg.device,
             seed=cfg.seed,
             num_threads=max(1, int(res.num_cpus)),
+            faults=OmegaConf.to_container(cfg.faults, resolve=True),
         )
         run_simulation(
             server_app=make_server_app(plan),
@@ -213,6 +273,9 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                 "client_resources": {
                     "num_cpus": float(res.num_cpus),
                     "num_gpus": float(res.num_gpus),
+                    # Ray restarts a client actor whose process died; the
+                    # message it was running fails and the round goes on.
+                    "max_restarts": -1,
                 }
             },
         )
@@ -251,13 +314,5 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     )
     log.info("\n%s", summary_table(plan.rounds))
     log.info("wrote %s", out_dir / "results.json")
-    tracker.finish(
-        {
-            "final/accuracy": last["accuracy"],
-            "final/asr": last["asr"],
-            "rounds": cfg.num_rounds,
-            "seconds": results["seconds"],
-        },
-        [plot],
-    )
+    tracker.finish(results, out_dir / "results.json", [plot])
     return results

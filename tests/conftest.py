@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -11,6 +12,9 @@ import pytest
 from omegaconf import DictConfig
 
 from support import DATA_ROOT, SMOKE, compose_config
+
+# Ray warns on every init unless this is set (see STACK.md).
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
 @pytest.fixture

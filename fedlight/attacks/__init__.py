@@ -2,7 +2,15 @@
 
 from fedlight.attacks.backdoor import Backdoor, stamp_trigger
 from fedlight.attacks.base import Attack
+from fedlight.attacks.broken import BrokenUpdate
 from fedlight.attacks.label_flip import LabelFlip
 from fedlight.attacks.none import NoAttack
 
-__all__ = ["Attack", "Backdoor", "LabelFlip", "NoAttack", "stamp_trigger"]
+__all__ = [
+    "Attack",
+    "Backdoor",
+    "BrokenUpdate",
+    "LabelFlip",
+    "NoAttack",
+    "stamp_trigger",
+]

@@ -50,6 +50,15 @@ class Attack:
             return float(num_examples) * float(self.boost)
         return float(num_examples)
 
+    def tamper(
+        self,
+        client_id: int,
+        global_state: dict[str, torch.Tensor],
+        state: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """The weights the client sends after training (model poisoning hook)."""
+        return state
+
     def asr_set(
         self, x: torch.Tensor, y: torch.Tensor, pixel_max: float
     ) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
@@ -59,6 +60,16 @@ class DefenseStrategy(Strategy):
         self.inner = inner
         self.context = context
         self.last_report = DefenseReport()
+
+    def warm_up(self) -> None:
+        """Start whatever the defence needs before the first round (no-op here)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the defence carries across rounds (checkpointed with the run)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` when a run resumes."""
 
     def screen(
         self, server_round: int, replies: list[Message]

@@ -11,6 +11,8 @@ Flower messages and calls it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from flwr.app import Message
 from flwr.serverapp.strategy import Strategy
@@ -22,13 +24,18 @@ from fedlight.defenses.base import (
     client_id,
     reweight,
 )
-from fedlight.defenses.fingerprint import ENGINES, score_clients, synthetic_inputs
-from fedlight.models import build_model
+from fedlight.defenses.remote import DefenderJob, RemoteDefender, run_job
 from fedlight.seeding import derive_seed
 
 
 class FedDefender(DefenseStrategy):
-    """Differential testing of client models on synthetic inputs."""
+    """Differential testing of client models on synthetic inputs.
+
+    Scoring runs as a task on a Ray actor (``num_cpus``/``num_gpus``) when Ray
+    is running and ``remote`` is true, else in-process; ``engine`` picks the
+    batched engine or the plain oracle; ``inference_guided`` selects inputs as
+    FedDebug does.
+    """
 
     def __init__(
         self,
@@ -40,44 +47,60 @@ class FedDefender(DefenseStrategy):
         num_attackers: int | None = None,
         engine: str = "batched",
         max_memory_mb: float = 1024.0,
+        remote: bool = True,
+        num_cpus: float = 0.0,
+        num_gpus: float = 0.0,
+        inference_guided: bool = False,
+        eta: int = 4,
+        pool_size: int = 100,
     ) -> None:
         super().__init__(inner, context)
         self.theta = theta
         self.num_inputs = num_inputs
-        self.na_t = na_t
         self.num_attackers = num_attackers or max(1, context.num_attackers)
-        self.engine = engine
-        self.max_memory_mb = max_memory_mb
-        self.template = build_model(
-            context.model, context.num_classes, context.input_shape[0]
+        self.remote = RemoteDefender(num_cpus, num_gpus) if remote else None
+        self.job = DefenderJob(
+            model=context.model,
+            num_classes=context.num_classes,
+            input_shape=context.input_shape,
+            mean=context.mean,
+            std=context.std,
+            seed=context.seed,
+            num_inputs=num_inputs,
+            na_t=na_t,
+            num_attackers=self.num_attackers,
+            engine=engine,
+            max_memory_mb=max_memory_mb,
+            device="cuda" if num_gpus > 0 else context.device,
+            inference_guided=inference_guided,
+            eta=eta,
+            pool_size=pool_size,
         )
 
-    def inputs_for_round(self, server_round: int) -> torch.Tensor:
-        """``num_inputs`` distinct inputs, reproducible per (seed, round)."""
+    def job_for_round(self, server_round: int, num_clients: int) -> DefenderJob:
+        """The round's job: inputs seeded by (seed, round), so distinct per round."""
         seed = derive_seed(self.context.seed, "feddefender-inputs", server_round)
-        return synthetic_inputs(
-            self.num_inputs,
-            self.context.input_shape,
-            self.context.mean,
-            self.context.std,
-            seed,
-        )
+        attackers = min(self.num_attackers, max(num_clients - 1, 0))
+        return replace(self.job, seed=seed, num_attackers=attackers)
+
+    def confidences(
+        self, server_round: int, states: list[dict[str, torch.Tensor]]
+    ) -> torch.Tensor:
+        job = self.job_for_round(server_round, len(states))
+        if self.remote is not None and ray_running():
+            return self.remote.score(job, states)
+        return run_job(job, states)
+
+    def warm_up(self) -> None:
+        if self.remote is not None and ray_running():
+            self.remote.start()
 
     def screen(
         self, server_round: int, replies: list[Message]
     ) -> tuple[list[Message], DefenseReport]:
         ids = [client_id(r) for r in replies]
         states = [r.content["arrays"].to_torch_state_dict() for r in replies]
-        confidence = score_clients(
-            self.template,
-            states,
-            self.inputs_for_round(server_round),
-            na_t=self.na_t,
-            num_attackers=min(self.num_attackers, max(len(states) - 1, 0)),
-            engine=self.engine,
-            max_memory_mb=self.max_memory_mb,
-            device=self.context.device,
-        )
+        confidence = self.confidences(server_round, states)
         scores = dict(zip(ids, confidence.tolist(), strict=True))
         flagged = [cid for cid in ids if scores[cid] > self.theta]
         weights = {cid: 0.0 if cid in flagged else 1.0 - scores[cid] for cid in ids}
@@ -88,3 +111,11 @@ class FedDefender(DefenseStrategy):
             details={"num_inputs": self.num_inputs},
         )
         return reweight(replies, weights), report
+
+
+def ray_running() -> bool:
+    """Whether this process is connected to Ray (without importing it needlessly)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 
 import pytorch_lightning as pl
@@ -63,6 +64,16 @@ class Classifier(pl.LightningModule):
         self._loss_sum = torch.zeros(())
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = 0
+        self.train_seconds = 0.0  # forward, backward and optimiser steps only
+        self._batch_start = 0.0
+
+    def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, outputs: object, batch: object, batch_idx: int
+    ) -> None:
+        self.train_seconds += time.perf_counter() - self._batch_start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -86,6 +97,7 @@ class Classifier(pl.LightningModule):
         return {
             "train-loss": float(self._loss_sum) / seen,
             "train-accuracy": float(self._correct) / seen,
+            "train-seconds": self.train_seconds,
         }
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -1,0 +1,171 @@
+"""Failing clients, broken updates, a killed and resumed run, determinism.
+
+Every test runs the real stack (Flower's simulation engine on Ray, Lightning
+clients); faults are injected through the ``faults`` config and the
+``broken_update`` attack, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedlight.checks import ConfigError
+from fedlight.server import RoundFailed
+from fedlight.simulate import simulate
+from support import SMOKE, compose_config
+
+pytestmark = pytest.mark.slow
+
+METRICS = ("accuracy", "loss", "asr", "malicious_confidence", "flagged", "rejected")
+
+
+def smoke(data_root: Path, ray_tmp: str, *extra: str):
+    return compose_config(
+        [
+            *SMOKE,
+            f"dataset.root={data_root}",
+            f"simulation.ray_temp_dir={ray_tmp}",
+            *extra,
+        ]
+    )
+
+
+def metrics_of(results: dict) -> list[dict]:
+    return [{k: r[k] for k in METRICS} for r in results["rounds"]]
+
+
+def test_raising_client_killed_actor_and_nan_update_do_not_end_the_run(
+    data_root, ray_tmp, tmp_path
+):
+    cfg = smoke(
+        data_root,
+        ray_tmp,
+        "attack=broken_update",
+        "attack.kind=nan_values",
+        "attack.malicious_clients=[0]",
+        "faults.raise_at=[[1,2]]",
+        "faults.exit_at=[[2,1]]",
+    )
+    results = simulate(cfg, tmp_path)
+    r1, r2 = results["rounds"]
+    assert set(r1["failures"]) == {"2"}  # its actor died mid-round
+    assert set(r2["failures"]) == {"1"} and "fails in round 2" in r2["failures"]["1"]
+    assert "2" in r2["clients"], "the restarted actor trains again in round 2"
+    for r in (r1, r2):
+        assert "non-finite" in r["rejected"]["0"]
+        assert r["recall"] == 1.0
+        assert math.isfinite(r["loss"]) and 0 <= r["accuracy"] <= 1
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["arrays"].values())
+
+
+def test_wrong_shape_update_is_rejected(data_root, ray_tmp, tmp_path):
+    cfg = smoke(
+        data_root,
+        ray_tmp,
+        "attack=broken_update",
+        "attack.kind=wrong_shape",
+        "num_rounds=1",
+    )
+    (r,) = simulate(cfg, tmp_path)["rounds"]
+    assert "shape" in r["rejected"]["0"]
+    assert math.isfinite(r["loss"])
+
+
+def test_too_few_replies_fail_the_round(data_root, ray_tmp, tmp_path):
+    cfg = smoke(
+        data_root,
+        ray_tmp,
+        "num_rounds=1",
+        "faults.raise_at=[[0,1],[1,1],[2,1]]",
+        "simulation.min_replies=0.5",
+    )
+    with pytest.raises(RoundFailed, match="min_replies"):
+        simulate(cfg, tmp_path)
+
+
+def run_cli(
+    run_dir: Path, data_root: Path, ray_tmp: str, *extra: str
+) -> subprocess.Popen:
+    overrides = [o for o in SMOKE if not o.startswith("num_rounds")]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fedlight.run",
+            *overrides,
+            "num_rounds=4",
+            f"dataset.root={data_root}",
+            f"simulation.ray_temp_dir={ray_tmp}",
+            f"hydra.run.dir={run_dir}",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: we kill only what it started
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+
+
+def test_sigkill_after_round_2_then_resume_equals_uninterrupted_and_runs_repeat(
+    data_root, tmp_path
+):
+    import tempfile
+
+    runs = {}
+    for name in ("a", "b"):
+        proc = run_cli(tmp_path / name, data_root, tempfile.mkdtemp(prefix="flray-"))
+        assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:]
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert metrics_of(runs["a"]) == metrics_of(runs["b"]), "same seed, same results"
+
+    killed = tmp_path / "killed"
+    proc = run_cli(killed, data_root, tempfile.mkdtemp(prefix="flray-"))
+    ckpt = killed / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["round"] >= 2:
+            break
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.json").exists()
+    done = torch.load(ckpt, weights_only=True)["round"]
+    assert 2 <= done < 4
+
+    resumed = run_cli(
+        tmp_path / "resume-log",
+        data_root,
+        tempfile.mkdtemp(prefix="flray-"),
+        f"resume={killed}",
+    )
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:]
+    final = json.loads((killed / "results.json").read_text())
+    assert metrics_of(final) == metrics_of(runs["a"])
+
+
+def test_resume_refuses_a_different_config(data_root, ray_tmp, tmp_path):
+    from fedlight.checkpoint import save_checkpoint
+    from fedlight.simulate import config_fingerprint
+
+    cfg = smoke(data_root, ray_tmp)
+    save_checkpoint(
+        tmp_path / "checkpoint.pt", {"fingerprint": config_fingerprint(cfg)}
+    )
+    other = smoke(data_root, ray_tmp, "seed=7", f"resume={tmp_path}")
+    with pytest.raises(ConfigError, match="different config"):
+        simulate(other, tmp_path / "unused")
+    missing = smoke(data_root, ray_tmp, f"resume={tmp_path / 'nothing'}")
+    with pytest.raises(ConfigError, match="does not exist"):
+        simulate(missing, tmp_path / "unused")
