@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from fedlight.attacks.broken import KINDS as BROKEN_KINDS
 from fedlight.data import DATASETS, PARTITIONS
 from fedlight.defenses.fingerprint import ENGINES
+from fedlight.defenses.normclip import VARIANTS as NORMCLIP_VARIANTS
 from fedlight.models import MODELS
 from fedlight.tracking import MODES
 
@@ -86,6 +87,31 @@ def gpus_visible() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def check_gpu_budget(cfg: DictConfig, cluster: dict[str, float]) -> None:
+    """Fail if the defender's GPU share cannot be placed beside the clients'.
+
+    Flower sizes its actor pool from the cluster's totals, so client actors with a
+    GPU share fill every GPU; a defender that also wants one would wait forever.
+    """
+    res = cfg.simulation.client_resources
+    wanted = float(cfg.defense.get("num_gpus") or 0.0)
+    gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 0.0)
+    if wanted == 0:
+        return
+    if wanted > gpus:
+        _fail("defense.num_gpus", wanted, f"at most the cluster's {gpus:g} GPUs")
+    if res.num_gpus > 0:
+        actors = min(int(gpus / res.num_gpus), int(cpus / res.num_cpus))
+        if actors * res.num_gpus + wanted > gpus + 1e-9:
+            _fail(
+                "defense.num_gpus",
+                wanted,
+                f"room beside {actors} client actors of "
+                f"{res.num_gpus:g} GPU on {gpus:g} GPUs: lower "
+                "simulation.client_resources.num_gpus or simulation.num_cpus",
+            )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
     _int_in(cfg, "seed", 0)
@@ -126,6 +152,16 @@ def check_config(cfg: DictConfig) -> None:
         _int_in(cfg, "attack.trigger_size", 1, cfg.dataset.image_size)
     if "boost" in attack:
         _number_in(cfg, "attack.boost", 0.0, open_low=True)
+    if attack.get("num_malicious") is not None:
+        _int_in(cfg, "attack.num_malicious", 0, cfg.num_clients)
+    if "scale" in attack:
+        _number_in(cfg, "attack.scale", 0.0, open_low=True)
+    if "blend_ratio" in attack:
+        _number_in(cfg, "attack.blend_ratio", 0.0, 1.0, open_low=True)
+    if "pattern_seed" in attack:
+        _int_in(cfg, "attack.pattern_seed", 0)
+    if attack.get("num_parts") is not None:
+        _int_in(cfg, "attack.num_parts", 1, attack.get("trigger_size") or 1)
 
     defense = cfg.defense
     if "theta" in defense:
@@ -138,6 +174,19 @@ def check_config(cfg: DictConfig) -> None:
         _int_in(cfg, "defense.num_attackers", 1, max(cfg.num_clients - 1, 1))
     if "engine" in defense:
         _one_of(cfg, "defense.engine", ENGINES)
+    if defense.get("max_norm") is not None:
+        _number_in(cfg, "defense.max_norm", 0.0, open_low=True)
+    if "variant" in defense:
+        _one_of(cfg, "defense.variant", NORMCLIP_VARIANTS)
+    if defense.get("num_malicious_nodes") is not None:
+        _int_in(cfg, "defense.num_malicious_nodes", 0, max(cfg.num_clients - 1, 0))
+    if defense.get("num_nodes_to_select") is not None:
+        _int_in(cfg, "defense.num_nodes_to_select", 1, cfg.clients_per_round)
+    if defense.get("beta") is not None:
+        beta = defense.beta
+        number = isinstance(beta, (int, float)) and not isinstance(beta, bool)
+        if not (number and 0.0 <= beta < 0.5):
+            _fail("defense.beta", beta, "a number >= 0 and < 0.5")
     for key in ("num_cpus", "num_gpus"):
         if key in defense:
             _number_in(cfg, f"defense.{key}", 0.0)

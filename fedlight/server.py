@@ -194,6 +194,7 @@ def run_round(
     for cid, reason in rejected.items():
         log.warning("round %d: rejected client %s: %s", server_round, cid, reason)
     replies = [r for r in replies if client_id(r) not in rejected]
+    plan.strategy.global_arrays = arrays  # update-based defences need it
     new_arrays, _ = plan.strategy.aggregate_train(server_round, replies)
     report = plan.strategy.last_report
     if new_arrays is not None:

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from fedlight.attacks import Attack
 from fedlight.checkpoint import FILENAME as CHECKPOINT
 from fedlight.checkpoint import load_checkpoint
-from fedlight.checks import ConfigError, check_config
+from fedlight.checks import ConfigError, check_config, check_gpu_budget
 from fedlight.client import ClientSpec, make_client_app
 from fedlight.console import RoundProgress, log_round, summary_table
 from fedlight.data import load_dataset, partition_indices
@@ -61,6 +61,7 @@ def start_ray(cfg: DictConfig) -> bool:
         "configure_logging": True,
     }
     if sim.ray_address:
+        # Joining: the cluster's nodes declare their CPUs, GPUs and temp dirs.
         kwargs["address"] = sim.ray_address
     else:
         kwargs["num_cpus"] = sim.num_cpus or os.cpu_count()
@@ -68,13 +69,16 @@ def start_ray(cfg: DictConfig) -> bool:
             kwargs["num_gpus"] = sim.num_gpus
         if sim.ray_temp_dir:
             kwargs["_temp_dir"] = str(Path(sim.ray_temp_dir).resolve())
+    # simulation.init_args (cluster.yaml): namespace, runtime_env, ...
+    if sim.get("init_args"):
+        kwargs.update(OmegaConf.to_container(sim.init_args, resolve=True))
     ray.init(**kwargs)
     return True
 
 
 class _DropDeprecation(logging.Filter):
     """Drop Flower's notice that ``run_simulation`` is deprecated: fedlight
-    chooses the in-process engine on purpose (``flwr run`` is also supported)."""
+    chooses the in-process simulation engine on purpose."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "DEPRECATED FEATURE" not in str(record.msg)
@@ -242,6 +246,8 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     ray_started = start_ray(cfg)
     try:
         import ray
+
+        check_gpu_budget(cfg, ray.cluster_resources())
         from flwr.simulation import run_simulation
 
         bundle = {

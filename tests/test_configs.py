@@ -60,10 +60,15 @@ def test_every_option_composes_and_passes_checks(group):
 
 @pytest.mark.parametrize("name", options("experiment"))
 def test_every_experiment_composes_with_smoke_overrides(name):
-    cfg = compose_config([f"+experiment={name}", "num_clients=6", "num_rounds=2"])
+    full = compose_config([f"+experiment={name}"])
+    follows = full.clients_per_round == full.num_clients
+    overrides = ["num_clients=6", "num_rounds=2"]
+    if not follows:  # e.g. mnist_1000 samples 50 clients a round
+        overrides.append("clients_per_round=6")
+    cfg = compose_config([f"+experiment={name}", *overrides])
     check_config(cfg)
     assert cfg.name == name
-    assert cfg.clients_per_round == 6, "clients_per_round follows num_clients"
+    assert cfg.clients_per_round == 6
     assert cfg.num_rounds == 2
 
 
@@ -206,3 +211,16 @@ def test_resolved_config_is_plain_yaml():
     cfg = compose_config(["+experiment=fmnist_30"])
     text = OmegaConf.to_yaml(cfg, resolve=True)
     assert "fmnist" in text and "${" not in text
+
+
+def test_defender_gpu_share_must_fit_beside_the_clients():
+    from fedlight.checks import check_gpu_budget
+
+    cfg = compose_config(
+        ["simulation.client_resources.num_gpus=0.25", "defense.num_gpus=0.25"]
+    )
+    with pytest.raises(ConfigError, match="defense.num_gpus"):
+        check_gpu_budget(cfg, {"CPU": 16.0, "GPU": 1.0})
+    check_gpu_budget(cfg, {"CPU": 3.0, "GPU": 1.0})  # 3 clients + the defender fit
+    with pytest.raises(ConfigError, match="defense.num_gpus"):
+        check_gpu_budget(cfg, {"CPU": 16.0, "GPU": 0.0})

@@ -7,6 +7,7 @@ of its non-target images and relabels them to the target class.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,15 +30,47 @@ def stamp_trigger(x: torch.Tensor, size: int, value: float) -> torch.Tensor:
     return out
 
 
+def poison_non_target(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target_label: int,
+    fraction: float,
+    generator: torch.Generator,
+    stamp: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stamp ``fraction`` of the non-target samples (seeded) and relabel them.
+
+    Shared by every trigger-based backdoor; only ``stamp`` differs between them.
+    """
+    candidates = torch.nonzero(y != target_label).flatten()
+    num_poisoned = round(fraction * len(candidates))
+    order = torch.randperm(len(candidates), generator=generator)
+    chosen = candidates[order[:num_poisoned]]
+    x, y = x.clone(), y.clone()
+    x[chosen] = stamp(x[chosen])
+    y[chosen] = target_label
+    return x, y
+
+
 @dataclass
 class Backdoor(Attack):
-    """Trigger-and-relabel data poisoning of ``poison_fraction`` of non-target data."""
+    """Trigger-and-relabel data poisoning of ``poison_fraction`` of non-target data.
+
+    Subclasses change the trigger by overriding :meth:`stamp` only.
+    """
 
     target_label: int = 9
     trigger_size: int = 4
     poison_fraction: float = 0.5
 
     name = "backdoor"
+
+    def stamp(
+        self, x: torch.Tensor, pixel_max: float, client_id: int | None = None
+    ) -> torch.Tensor:
+        """``x`` with the trigger client ``client_id`` trains on; with None, the
+        trigger the attack is tested with."""
+        return stamp_trigger(x, self.trigger_size, pixel_max)
 
     def poison(
         self,
@@ -49,19 +82,19 @@ class Backdoor(Attack):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_malicious(client_id):
             return x, y
-        candidates = torch.nonzero(y != self.target_label).flatten()
-        num_poisoned = round(self.poison_fraction * len(candidates))
-        order = torch.randperm(len(candidates), generator=generator)
-        chosen = candidates[order[:num_poisoned]]
-        x, y = x.clone(), y.clone()
-        x[chosen] = stamp_trigger(x[chosen], self.trigger_size, pixel_max)
-        y[chosen] = self.target_label
-        return x, y
+        return poison_non_target(
+            x,
+            y,
+            self.target_label,
+            self.poison_fraction,
+            generator,
+            lambda xs: self.stamp(xs, pixel_max, client_id),
+        )
 
     def asr_set(
         self, x: torch.Tensor, y: torch.Tensor, pixel_max: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Triggered test images whose true class is not the target."""
         keep = y != self.target_label
-        triggered = stamp_trigger(x[keep], self.trigger_size, pixel_max)
+        triggered = self.stamp(x[keep], pixel_max)
         return triggered, torch.full_like(y[keep], self.target_label)

@@ -33,7 +33,7 @@ class BrokenUpdate(Attack):
     ) -> dict[str, torch.Tensor]:
         if not self.is_malicious(client_id):
             return state
-        state = dict(state)
+        state = dict(super().tamper(client_id, global_state, state))
         key = next(k for k, v in state.items() if v.is_floating_point())
         value = state[key]
         if self.kind == "nan_values":

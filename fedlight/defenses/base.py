@@ -4,7 +4,9 @@ strategy aggregate what is left.
 Like Flower's DP wrappers, a defence is a :class:`flwr.serverapp.strategy.Strategy`
 holding another one (FedAvg by default), so any defence composes with any
 aggregation rule. A defence only decides which replies survive and with what
-weight, and reports per-client scores for the detection metrics.
+weight, and reports per-client scores for the detection metrics. A defence that
+is an aggregation rule of its own (Bulyan, the coordinate-wise median)
+overrides :meth:`DefenseStrategy.aggregate` instead of passing to ``inner``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -60,6 +63,10 @@ class DefenseStrategy(Strategy):
         self.inner = inner
         self.context = context
         self.last_report = DefenseReport()
+        # The round's global model, for defences that look at updates (w - global):
+        # set by the server loop before aggregation, and by configure_train as
+        # Flower's DP wrappers record it.
+        self.global_arrays: ArrayRecord | None = None
 
     def warm_up(self) -> None:
         """Start whatever the defence needs before the first round (no-op here)."""
@@ -90,11 +97,18 @@ class DefenseStrategy(Strategy):
         self.last_report = report
         if not kept:
             return None, None
+        return self.aggregate(server_round, kept)
+
+    def aggregate(
+        self, server_round: int, kept: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate the screened replies: the inner strategy's rule by default."""
         return self.inner.aggregate_train(server_round, kept)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        self.global_arrays = arrays
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def configure_evaluate(
@@ -126,3 +140,51 @@ def reweight(replies: list[Message], weights: dict[str, float]) -> list[Message]
         metrics[WEIGHT_KEY] = float(metrics[WEIGHT_KEY]) * w
         kept.append(reply)
     return kept
+
+
+def resolve_num_malicious(value: int | None, context: DefenseContext) -> int:
+    """A defence's assumed number of attackers: ``value``, else the attack's
+    (``context.num_attackers``, at least 1), as FedDefender's ``num_attackers``."""
+    return int(value) if value is not None else max(1, context.num_attackers)
+
+
+def array_dtypes(replies: list[Message]) -> dict[str, Any]:
+    """The dtype of every array in the first reply, by key, taken before an
+    aggregation rule that consumes the replies' arrays."""
+    return {k: a.numpy().dtype for k, a in replies[0].content["arrays"].items()}
+
+
+def cast_like(arrays: ArrayRecord, dtypes: dict[str, Any]) -> ArrayRecord:
+    """``arrays`` with every array cast back to the clients' dtype.
+
+    Coordinate-wise rules (median, trimmed mean) return float64 for integer
+    buffers; the next round's screening expects the model's own dtypes.
+    """
+    return ArrayRecord(
+        {
+            k: Array(np.asarray(a.numpy()).astype(dtypes[k], copy=False))
+            for k, a in arrays.items()
+        }
+    )
+
+
+class OwnRuleDefense(DefenseStrategy):
+    """A defence that is an aggregation rule: Flower's ``rule`` strategy
+    aggregates the screened replies in place of ``inner``.
+
+    ``inner`` still configures rounds. The rule's time counts as defence time,
+    and the clients' dtypes are restored (see :func:`cast_like`).
+    """
+
+    rule: Strategy
+
+    def aggregate(
+        self, server_round: int, kept: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        start = time.perf_counter()
+        dtypes = array_dtypes(kept)
+        arrays, metrics = self.rule.aggregate_train(server_round, kept)
+        if arrays is not None:
+            arrays = cast_like(arrays, dtypes)
+        self.last_report.seconds += time.perf_counter() - start
+        return arrays, metrics

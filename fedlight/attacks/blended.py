@@ -1,0 +1,82 @@
+"""``attack=blended``: a fixed full-image pattern blended into the image.
+
+The blended-injection backdoor of Chen et al. 2017 ("Targeted backdoor attacks
+on deep learning systems using data poisoning", arXiv 1712.05526): instead of a
+patch, a seeded random pattern covering the whole image is mixed in,
+``x' = (1 - blend_ratio) * x + blend_ratio * pattern``, and the sample is
+relabelled to the target. A small ratio keeps the trigger hard to see and spreads
+it over every pixel, which patch-oriented defences do not expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedlight.attacks.backdoor import poison_non_target
+from fedlight.attacks.base import Attack
+
+
+def blend_pattern(height: int, width: int, pixel_max: float, seed: int) -> torch.Tensor:
+    """The (H, W) pattern: uniform noise in [0, pixel_max], seeded by ``seed``.
+
+    Drawn in the normalised space, where 0 is the data mean and ``pixel_max`` a
+    saturated pixel, so in pixel space it lies in [mean, 1]: a valid image, known
+    without the black level (which :meth:`Attack.poison` is not given).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(height, width, generator=generator) * pixel_max
+
+
+def blend(x: torch.Tensor, pattern: torch.Tensor, ratio: float) -> torch.Tensor:
+    """``(1 - ratio) * x + ratio * pattern`` for ``x`` (..., H, W).
+
+    Normalisation is affine, so blending normalised images equals blending the
+    raw images and normalising.
+    """
+    return (1.0 - ratio) * x + ratio * pattern.to(x.dtype)
+
+
+@dataclass
+class Blended(Attack):
+    """Blend a fixed pattern into ``poison_fraction`` of the non-target samples."""
+
+    target_label: int = 9
+    poison_fraction: float = 0.5
+    blend_ratio: float = 0.2
+    pattern_seed: int = 0
+
+    name = "blended"
+
+    def stamp(self, x: torch.Tensor, pixel_max: float) -> torch.Tensor:
+        pattern = blend_pattern(x.shape[-2], x.shape[-1], pixel_max, self.pattern_seed)
+        return blend(x, pattern, self.blend_ratio)
+
+    def poison(
+        self,
+        client_id: int,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        pixel_max: float,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_malicious(client_id):
+            return x, y
+        return poison_non_target(
+            x,
+            y,
+            self.target_label,
+            self.poison_fraction,
+            generator,
+            lambda xs: self.stamp(xs, pixel_max),
+        )
+
+    def asr_set(
+        self, x: torch.Tensor, y: torch.Tensor, pixel_max: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blended test images whose true class is not the target."""
+        keep = y != self.target_label
+        return self.stamp(x[keep], pixel_max), torch.full_like(
+            y[keep], self.target_label
+        )

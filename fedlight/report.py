@@ -1,0 +1,429 @@
+"""``python -m fedlight.report DIR [--out OUT]``: one table over a study's runs.
+
+Reads every run directory under DIR (a Hydra multirun, or any tree of runs) that
+holds ``results.json`` beside its resolved ``config.yaml``, groups the runs by
+setting (experiment name, attack, training-set size) and defence, and writes
+
+- ``OUT/table.md``: mean ± std over seeds of final clean accuracy, final and max
+  ASR, detection precision / recall / false-positive rate (each run's mean over
+  the rounds where it is defined), wall time; one section per setting and
+  attack, with its plot;
+- ``OUT/table.csv``: the same numbers, mean and std in separate columns;
+- ``OUT/<setting>-<attack>.png``: clean accuracy and ASR per round, one line per
+  defence (mean over seeds).
+
+Runs without ``results.json`` (an interrupted sweep) are listed, not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import re
+import statistics
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("fedlight")
+
+# Defences in the order a reader compares them: the baseline, the paper's
+# baseline, robust aggregation, then FedDefender; anything else after, by name.
+DEFENSE_ORDER = (
+    "none",
+    "normclip",
+    "normclip_weights",
+    "krum",
+    "multikrum",
+    "bulyan",
+    "median",
+    "trimmed_mean",
+    "feddefender",
+)
+METRICS = ("accuracy", "asr", "max_asr", "precision", "recall", "fpr", "seconds")
+HEADERS = {
+    "accuracy": "final clean acc.",
+    "asr": "final ASR",
+    "max_asr": "max ASR",
+    "precision": "precision",
+    "recall": "recall",
+    "fpr": "FPR",
+    "seconds": "wall time (s)",
+}
+
+
+@dataclass
+class Run:
+    """One finished run: where it is, what it was, what it measured."""
+
+    path: Path
+    experiment: str
+    attack: str
+    defense: str
+    seed: int
+    dataset: str
+    train_samples: int | None
+    metrics: dict[str, float | None]
+    accuracy_curve: list[float]
+    asr_curve: list[float | None]
+
+
+@dataclass
+class Row:
+    """The runs of one (setting, attack, defence) cell, summarised over seeds."""
+
+    setting: str
+    attack: str
+    defense: str
+    seeds: list[int]
+    mean: dict[str, float | None] = field(default_factory=dict)
+    std: dict[str, float | None] = field(default_factory=dict)
+
+
+def _mean_defined(values: Iterable[float | None]) -> float | None:
+    """Mean of the values that are not None (nor NaN); None if there are none."""
+    kept = [float(v) for v in values if v is not None and not math.isnan(v)]
+    return statistics.fmean(kept) if kept else None
+
+
+def _choices(run_dir: Path) -> dict[str, str]:
+    """Hydra's record of the config-group options a run used (empty if absent)."""
+    path = run_dir / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    hydra = (yaml.safe_load(path.read_text()) or {}).get("hydra", {})
+    return dict((hydra.get("runtime") or {}).get("choices") or {})
+
+
+def _option_names(group: str) -> dict[str, str]:
+    """``_target_`` -> config-file name for a group of the shipped configs, the
+    first name (sorted) where several files share a target."""
+    import fedlight.configs
+
+    names: dict[str, str] = {}
+    folder = Path(fedlight.configs.__file__).parent / group
+    for path in sorted(folder.glob("*.yaml")):
+        target = (yaml.safe_load(path.read_text()) or {}).get("_target_")
+        if target:
+            names.setdefault(target, path.stem)
+    return names
+
+
+def _label(config: dict[str, Any], choices: dict[str, str], group: str) -> str:
+    """The option a run used for ``group``: Hydra's record of the choice, else
+    the shipped config file with the run's ``_target_`` (a run made by calling
+    ``simulate``), else the class name."""
+    if group in choices:
+        return choices[group]
+    target = str((config.get(group) or {}).get("_target_", "?"))
+    return _option_names(group).get(target, target.rsplit(".", 1)[-1])
+
+
+def defense_label(config: dict[str, Any], choices: dict[str, str]) -> str:
+    """The defence's config name (``krum``), with ``_weights`` for norm clipping
+    of whole weights chosen by ``defense.variant=weights``."""
+    name = _label(config, choices, "defense")
+    if (config.get("defense") or {}).get("variant") == "weights":
+        if "weights" not in name:
+            name += "_weights"
+    return name
+
+
+def attack_label(config: dict[str, Any], choices: dict[str, str]) -> str:
+    """The attack's config name (``backdoor``), plus `` xS`` when it scales its
+    update (model replacement) so scaled and plain runs never share a cell."""
+    name = _label(config, choices, "attack")
+    scale = (config.get("attack") or {}).get("scale", 1) or 1
+    if float(scale) != 1.0:
+        name += f" x{float(scale):g}"
+    return name
+
+
+def load_run(results_path: Path) -> Run | None:
+    """The run whose ``results.json`` is at ``results_path``; None if unreadable."""
+    run_dir = results_path.parent
+    try:
+        results = json.loads(results_path.read_text())
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        log.warning("skipping %s: %s", run_dir, err)
+        return None
+    choices = _choices(run_dir)
+    rounds = results.get("rounds") or []
+    if not rounds:
+        log.warning("skipping %s: results.json has no rounds", run_dir)
+        return None
+    asr_curve = [r.get("asr") for r in rounds]
+    metrics: dict[str, float | None] = {
+        "accuracy": rounds[-1].get("accuracy"),
+        "asr": rounds[-1].get("asr"),
+        "max_asr": max((a for a in asr_curve if a is not None), default=None),
+        "precision": _mean_defined(r.get("precision") for r in rounds),
+        "recall": _mean_defined(r.get("recall") for r in rounds),
+        "fpr": _mean_defined(r.get("fpr") for r in rounds),
+        "seconds": results.get("seconds"),
+    }
+    dataset = config.get("dataset") or {}
+    return Run(
+        path=run_dir,
+        experiment=str(config.get("name", "default")),
+        attack=attack_label(config, choices),
+        defense=defense_label(config, choices),
+        seed=int(config.get("seed", 0)),
+        dataset=str(dataset.get("name", "?")),
+        train_samples=dataset.get("max_train_samples"),
+        metrics=metrics,
+        accuracy_curve=[float(r["accuracy"]) for r in rounds],
+        asr_curve=asr_curve,
+    )
+
+
+def find_runs(root: Path) -> tuple[list[Run], list[Path]]:
+    """Finished runs under ``root``, and run directories without results.
+
+    A run directory is one with ``config.yaml``; W&B's folders are skipped.
+    """
+    runs, unfinished = [], []
+    for config_path in sorted(root.rglob("config.yaml")):
+        run_dir = config_path.parent
+        if run_dir.name == ".hydra" or "wandb" in run_dir.relative_to(root).parts:
+            continue
+        results_path = run_dir / "results.json"
+        if not results_path.is_file():
+            unfinished.append(run_dir)
+            continue
+        run = load_run(results_path)
+        if run is None:
+            unfinished.append(run_dir)
+        else:
+            runs.append(run)
+    return runs, unfinished
+
+
+def setting_key(run: Run) -> str:
+    """The setting a run belongs to: the experiment, and the training-set cap when
+    there is one (a subsampled run never shares a cell with a full one)."""
+    if run.train_samples is None:
+        return run.experiment
+    return f"{run.experiment} ({run.train_samples} train)"
+
+
+def section(setting: str, attack: str) -> str:
+    """The heading (and plot name) of one setting under one attack."""
+    return f"{setting} / {attack}"
+
+
+def _defense_rank(name: str) -> tuple[int, str]:
+    base = name.split(" ")[0]
+    order = DEFENSE_ORDER.index(base) if base in DEFENSE_ORDER else len(DEFENSE_ORDER)
+    return order, name
+
+
+def summarise(runs: list[Run]) -> list[Row]:
+    """One row per (setting, attack, defence): mean and std over seeds of every metric.
+
+    The std is the sample std (n - 1); None with a single seed or where a metric
+    is undefined (no ASR without a target; no detection without scores).
+    """
+    cells: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        cells.setdefault((setting_key(run), run.attack, run.defense), []).append(run)
+    rows = []
+    for (setting, attack, defense), members in cells.items():
+        members.sort(key=lambda r: r.seed)
+        row = Row(setting, attack, defense, [r.seed for r in members])
+        for metric in METRICS:
+            values = [
+                float(r.metrics[metric])
+                for r in members
+                if r.metrics[metric] is not None
+            ]
+            row.mean[metric] = statistics.fmean(values) if values else None
+            row.std[metric] = statistics.stdev(values) if len(values) > 1 else None
+        rows.append(row)
+    rows.sort(key=lambda r: (r.setting, r.attack, _defense_rank(r.defense)))
+    return rows
+
+
+def _cell(mean: float | None, std: float | None, metric: str) -> str:
+    if mean is None:
+        return "–"
+    spec = ".0f" if metric == "seconds" else ".3f"
+    text = format(mean, spec)
+    if std is not None:
+        text += " ± " + format(std, spec)
+    return text
+
+
+def slug(text: str) -> str:
+    """A file name for a section: ``mnist_20 / backdoor`` -> ``mnist_20-backdoor``."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-")
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        header = ["setting", "attack", "defense", "seeds", "num_seeds"]
+        for metric in METRICS:
+            header += [f"{metric}_mean", f"{metric}_std"]
+        writer.writerow(header)
+        for row in rows:
+            line: list[Any] = [
+                row.setting,
+                row.attack,
+                row.defense,
+                " ".join(map(str, row.seeds)),
+                len(row.seeds),
+            ]
+            for metric in METRICS:
+                for value in (row.mean[metric], row.std[metric]):
+                    line.append("" if value is None else f"{value:.6g}")
+            writer.writerow(line)
+
+
+def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
+    """Clean accuracy (and ASR, if the attack has one) per round, one line per
+    defence, averaged over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    by_defense: dict[str, list[Run]] = {}
+    for run in runs:
+        by_defense.setdefault(run.defense, []).append(run)
+    has_asr = any(a is not None for r in runs for a in r.asr_curve)
+    panels = [("clean accuracy", "accuracy_curve")]
+    if has_asr:
+        panels.append(("attack success rate", "asr_curve"))
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels), 3.6), dpi=110, squeeze=False
+    )
+    for ax, (title, attr) in zip(axes[0], panels, strict=True):
+        for defense in sorted(by_defense, key=_defense_rank):
+            members = by_defense[defense]
+            length = min(len(getattr(r, attr)) for r in members)
+            ys = [
+                _mean_defined(getattr(r, attr)[i] for r in members)
+                for i in range(length)
+            ]
+            ys_plot = [float("nan") if y is None else y for y in ys]
+            ax.plot(range(1, length + 1), ys_plot, marker=".", label=defense)
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        ax.set_ylim(-0.02, 1.02)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="best")
+    fig.suptitle(setting, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def caption(runs: list[Run]) -> str:
+    """What the numbers are, including which settings ran on a training subset."""
+    lines = [
+        "Mean ± sample std over seeds. Final = after the last round. ASR: share of "
+        "triggered test images whose true class is not the target that the global "
+        "model assigns to the target (a clean model scores near 0); – where the "
+        "attack has no target. Precision / recall / FPR: each run's mean over the "
+        "rounds where defined (flagged or excluded clients against the round's "
+        "attackers); – for defences that exclude no whole client. With no attack "
+        "only the FPR is defined, and it is what counts.",
+    ]
+    capped = sorted(
+        {(r.experiment, r.dataset, r.train_samples) for r in runs if r.train_samples}
+    )
+    for experiment, dataset, samples in capped:
+        lines.append(
+            f"*{experiment}* trained on a {samples}-image subset of {dataset} "
+            "(`dataset.max_train_samples`), not the full training set."
+        )
+    return "\n\n".join(lines)
+
+
+def write_markdown(
+    rows: list[Row],
+    runs: list[Run],
+    unfinished: list[Path],
+    plots: dict[str, Path],
+    path: Path,
+    root: Path,
+) -> None:
+    header = ["defence", "seeds", *(HEADERS[m] for m in METRICS)]
+    out = [f"# Defences compared: `{root}`", "", caption(runs), ""]
+    for name in dict.fromkeys(section(r.setting, r.attack) for r in rows):
+        out += [f"## {name}", ""]
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "---|" * len(header))
+        for row in (r for r in rows if section(r.setting, r.attack) == name):
+            cells = [row.defense, str(len(row.seeds))]
+            cells += [_cell(row.mean[m], row.std[m], m) for m in METRICS]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        if name in plots:
+            out += [f"![{name}]({plots[name].name})", ""]
+    if unfinished:
+        out += [
+            f"{len(unfinished)} run director{'y' if len(unfinished) == 1 else 'ies'} "
+            "without results.json (unfinished or failed), not counted:",
+            "",
+        ]
+        out += [f"- `{p}`" for p in unfinished]
+        out.append("")
+    path.write_text("\n".join(out))
+
+
+def report(root: Path, out: Path) -> list[Row]:
+    """Write table.md, table.csv and one PNG per setting for the runs under root."""
+    runs, unfinished = find_runs(root)
+    if not runs:
+        raise FileNotFoundError(
+            f"no run with results.json and config.yaml under {root}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summarise(runs)
+    plots = {}
+    for name in dict.fromkeys(section(r.setting, r.attack) for r in rows):
+        members = [r for r in runs if section(setting_key(r), r.attack) == name]
+        plots[name] = plot_setting(name, members, out / f"{slug(name)}.png")
+    write_csv(rows, out / "table.csv")
+    write_markdown(rows, runs, unfinished, plots, out / "table.md", root)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fedlight.report",
+        description="Table and plots over every run (results.json) under DIR.",
+    )
+    parser.add_argument("dir", type=Path, help="a multirun folder or any tree of runs")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: DIR/report)"
+    )
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        print(f"fedlight.report: error: {args.dir} is not a directory", file=sys.stderr)
+        return 2
+    out = args.out or args.dir / "report"
+    try:
+        rows = report(args.dir, out)
+    except FileNotFoundError as err:
+        print(f"fedlight.report: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(rows)} rows -> {out / 'table.md'}, {out / 'table.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

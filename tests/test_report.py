@@ -1,0 +1,163 @@
+"""``python -m fedlight.report``: fake run directories with known numbers in, the
+table, CSV and plots out; an interrupted sweep still reports what finished."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedlight.report import main, report
+
+
+def fake_run(
+    root: Path,
+    job: str,
+    *,
+    defense: str,
+    seed: int,
+    accuracy: list[float],
+    asr: list[float | None],
+    fpr: list[float | None] | None = None,
+    name: str = "mnist_20",
+    attack: str = "backdoor",
+    max_train_samples: int | None = None,
+    finished: bool = True,
+) -> Path:
+    """A run directory as ``fedlight.run -m`` leaves it (without the plots)."""
+    run = root / job
+    (run / ".hydra").mkdir(parents=True)
+    config = {
+        "name": name,
+        "seed": seed,
+        "dataset": {"name": "mnist", "max_train_samples": max_train_samples},
+        "attack": {"_target_": "fedlight.attacks.Backdoor", "scale": 1},
+        "defense": {"_target_": "fedlight.defenses.Krum"},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    choices = {"attack": attack, "defense": defense, "dataset": "mnist"}
+    (run / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}})
+    )
+    if finished:
+        fpr = fpr or [None] * len(accuracy)
+        rounds = [
+            {
+                "round": i + 1,
+                "accuracy": a,
+                "asr": s,
+                "precision": None,
+                "recall": None if f is None else 1.0,
+                "fpr": f,
+            }
+            for i, (a, s, f) in enumerate(zip(accuracy, asr, fpr, strict=True))
+        ]
+        results = {"rounds": rounds, "seconds": 10.0 + seed}
+        (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    root = tmp_path / "sweep"
+    fake_run(root, "0", defense="none", seed=0, accuracy=[0.5, 0.8], asr=[0.9, 0.7])
+    fake_run(root, "1", defense="none", seed=1, accuracy=[0.5, 0.6], asr=[0.5, 0.9])
+    fake_run(
+        root,
+        "2",
+        defense="krum",
+        seed=0,
+        accuracy=[0.4, 0.7],
+        asr=[0.2, 0.0],
+        fpr=[0.5, None],
+    )
+    fake_run(
+        root,
+        "3",
+        defense="krum",
+        seed=1,
+        accuracy=[0.4, 0.9],
+        asr=[0.4, 0.0],
+        fpr=[0.1, 0.3],
+    )
+    fake_run(root, "4", defense="krum", seed=2, accuracy=[], asr=[], finished=False)
+    return root
+
+
+def test_table_means_and_spreads_over_seeds(study, tmp_path):
+    rows = report(study, tmp_path / "out")
+    none, krum = rows  # none first: the canonical defence order
+    assert (none.defense, krum.defense) == ("none", "krum")
+    assert none.seeds == [0, 1] and krum.seeds == [0, 1]
+    assert none.mean["accuracy"] == pytest.approx(0.7)
+    assert none.std["accuracy"] == pytest.approx(0.1414, abs=1e-4)
+    assert none.mean["asr"] == pytest.approx(0.8)  # final ASR 0.7 and 0.9
+    assert none.mean["max_asr"] == pytest.approx(0.9)  # max 0.9 and 0.9
+    assert none.mean["fpr"] is None and none.std["fpr"] is None
+    # Krum FPR: run means ignoring nulls, 0.5 and 0.2, then over seeds.
+    assert krum.mean["fpr"] == pytest.approx(0.35)
+    assert krum.mean["seconds"] == pytest.approx(10.5)
+
+
+def test_files_and_the_unfinished_run(study, tmp_path):
+    out = tmp_path / "out"
+    report(study, out)
+    table = (out / "table.md").read_text()
+    assert "## mnist_20 / backdoor" in table
+    assert "| none | 2 | 0.700 ± 0.141 |" in table
+    assert "1 run directory without results.json" in table and "sweep/4" in table
+    assert "![mnist_20 / backdoor](mnist_20-backdoor.png)" in table
+    assert (out / "mnist_20-backdoor.png").stat().st_size > 1000
+    with (out / "table.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["defense"] for r in rows] == ["none", "krum"]
+    assert rows[1]["setting"] == "mnist_20" and rows[1]["attack"] == "backdoor"
+    assert float(rows[1]["fpr_mean"]) == pytest.approx(0.35)
+    assert rows[0]["precision_mean"] == ""
+
+
+def test_subsampled_and_no_attack_settings_are_separate_and_captioned(tmp_path):
+    root = tmp_path / "sweep"
+    fake_run(root, "0", defense="krum", seed=0, accuracy=[0.9], asr=[0.1])
+    fake_run(
+        root,
+        "1",
+        defense="krum",
+        seed=0,
+        accuracy=[0.8],
+        asr=[0.1],
+        max_train_samples=1000,
+    )
+    fake_run(
+        root,
+        "2",
+        defense="krum",
+        seed=0,
+        accuracy=[0.9],
+        asr=[None],
+        attack="none",
+        fpr=[0.25],
+    )
+    rows = report(root, tmp_path / "out")
+    assert {(r.setting, r.attack) for r in rows} == {
+        ("mnist_20", "backdoor"),
+        ("mnist_20 (1000 train)", "backdoor"),
+        ("mnist_20", "none"),
+    }
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "1000-image subset of mnist" in table
+    assert "| krum | 1 | 0.900 | – | – | – | 1.000 | 0.250 |" in table
+
+
+def test_cli_without_runs_fails_in_one_line(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no run" in err and "\n" not in err
+
+
+def test_cli_default_out_is_inside_the_sweep(study, capsys):
+    assert main([str(study)]) == 0
+    assert (study / "report" / "table.md").is_file()
