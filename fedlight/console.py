@@ -16,9 +16,15 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def log_round(
-    record: dict[str, Any], malicious: list[str], num_inputs: int | None
+    record: dict[str, Any],
+    malicious: list[str],
+    num_inputs: int | None,
+    defense: str = "FedDefender",
 ) -> None:
-    """Log one round like the seed README's FedDefender output, then the metrics."""
+    """Log one round like the seed README's FedDefender output, then the metrics.
+
+    The block appears for every defence that scores clients, under its own name.
+    """
     r = record["round"]
     if record["malicious_confidence"] is not None:
         predicted = {
@@ -28,9 +34,10 @@ def log_round(
             )
             if c > 0
         }
-        log.info("***FedDefender Output Round %d ***", r)
+        log.info("***%s Output Round %d ***", defense, r)
         log.info("True Malicious Clients (Ground Truth) = %s", malicious)
-        log.info("Total Random Inputs = %s", num_inputs)
+        if num_inputs is not None:
+            log.info("Total Random Inputs = %s", num_inputs)
         log.info("Predicted Malicious Clients = %s", predicted)
         log.info("Flagged (excluded) = %s", record["flagged"])
         log.info("Localisation accuracy (recall) = %s", _fmt(record["recall"], ".0%"))

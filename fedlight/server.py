@@ -22,7 +22,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedlight.checkpoint import save_checkpoint
-from fedlight.defenses.base import CLIENT_KEY, DefenseStrategy, client_id
+from fedlight.defenses.base import CLIENT_KEY, DefenseStrategy, cast_like, client_id
 from fedlight.evaluation import Evaluator, detection_metrics
 from fedlight.sanitize import screen_updates
 from fedlight.seeding import derive_seed
@@ -198,7 +198,7 @@ def run_round(
     new_arrays, _ = plan.strategy.aggregate_train(server_round, replies)
     report = plan.strategy.last_report
     if new_arrays is not None:
-        arrays = new_arrays
+        arrays = cast_like(new_arrays, {k: v.dtype for k, v in reference.items()})
     eval_start = time.perf_counter()
     metrics = plan.evaluator(arrays.to_torch_state_dict())
     eval_seconds = time.perf_counter() - eval_start

@@ -13,9 +13,11 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg
@@ -28,7 +30,7 @@ from fedlight.checkpoint import load_checkpoint
 from fedlight.checks import ConfigError, check_config, check_gpu_budget
 from fedlight.client import ClientSpec, make_client_app
 from fedlight.console import RoundProgress, log_round, summary_table
-from fedlight.data import load_dataset, partition_indices
+from fedlight.data import PreparedData, load_dataset, partition_indices
 from fedlight.defenses import DefenseContext, DefenseStrategy
 from fedlight.evaluation import Evaluator
 from fedlight.models import build_model
@@ -127,23 +129,54 @@ def resume_state(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
     return state
 
 
-def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Run the experiment ``cfg`` and return what ``results.json`` holds.
+@dataclass
+class Experiment:
+    """The data, partitions and attack of one run: what server and clients share.
 
-    With ``resume=RUN_DIR`` the run continues in RUN_DIR from its checkpoint
-    (and ``out_dir`` is ignored).
+    Both runtimes build it from the config with :func:`prepare_experiment`, so a
+    ClientApp on a SuperNode that loads its own files partitions them exactly as
+    the simulation does.
     """
-    started = time.perf_counter()
-    quiet_libraries()
-    check_config(cfg)
-    out_dir = Path(cfg.resume) if cfg.get("resume") else Path(out_dir)
-    resumed = resume_state(cfg, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if resumed is None:
-        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
-    else:
-        log.info("resuming %s after round %d", out_dir, resumed["round"])
 
+    data: PreparedData
+    partitions: list[np.ndarray]
+    attack: Attack
+
+    @property
+    def malicious(self) -> list[str]:
+        """The attackers' partition ids, as results speak of them."""
+        return [str(c) for c in self.attack.malicious_clients]
+
+    def bundle(self) -> dict[str, Any]:
+        """What a client needs of the data: the train split and the partitions."""
+        return {
+            "train_x": self.data.train_x,
+            "train_y": self.data.train_y,
+            "partitions": self.partitions,
+            "pixel_max": self.data.pixel_max(),
+        }
+
+    def client_spec(self, cfg: DictConfig, data: Any, num_threads: int) -> ClientSpec:
+        """The ClientApp's spec; ``data`` is :meth:`bundle` or a Ray ref to it."""
+        return ClientSpec(
+            data=data,
+            model=cfg.model.name,
+            num_classes=self.data.num_classes,
+            in_channels=self.data.input_shape[0],
+            attack=self.attack,
+            epochs=cfg.client.epochs,
+            lr=cfg.client.lr,
+            batch_size=cfg.client.batch_size,
+            optimizer=cfg.client.optimizer,
+            device=cfg.device,
+            seed=cfg.seed,
+            num_threads=num_threads,
+            faults=OmegaConf.to_container(cfg.faults, resolve=True),
+        )
+
+
+def prepare_experiment(cfg: DictConfig) -> Experiment:
+    """Load and partition the data and build the attack, seeded by ``cfg.seed``."""
     data = load_dataset(
         cfg.dataset.name,
         cfg.dataset.root,
@@ -165,13 +198,43 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         min_partition_size=cfg.partition.min_partition_size,
     )
     attack: Attack = instantiate(cfg.attack)
-    malicious = [str(c) for c in attack.malicious_clients]
+    return Experiment(data=data, partitions=partitions, attack=attack)
+
+
+def open_run_dir(
+    cfg: DictConfig, out_dir: str | Path
+) -> tuple[Path, dict[str, Any] | None]:
+    """The run directory (``cfg.resume`` wins) and the checkpoint to resume from.
+
+    A new run gets the resolved ``config.yaml``.
+    """
+    out_dir = Path(cfg.resume) if cfg.get("resume") else Path(out_dir)
+    resumed = resume_state(cfg, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resumed is None:
+        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    else:
+        log.info("resuming %s after round %d", out_dir, resumed["round"])
+    return out_dir, resumed
+
+
+def build_plan(
+    cfg: DictConfig,
+    exp: Experiment,
+    out_dir: Path,
+    resumed: dict[str, Any] | None = None,
+) -> ServerPlan:
+    """The server side: evaluator, defence strategy and the round loop's plan.
+
+    ``on_round`` is left unset for the caller (console, W&B).
+    """
+    data = exp.data
     num_classes = data.num_classes
     torch.manual_seed(cfg.seed)
     template = build_model(cfg.model.name, num_classes, data.input_shape[0])
 
     test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
-    asr = attack.asr_set(test_x, test_y, data.pixel_max())
+    asr = exp.attack.asr_set(test_x, test_y, data.pixel_max())
     evaluator = Evaluator(
         build_model(cfg.model.name, num_classes, data.input_shape[0]),
         test_x,
@@ -188,14 +251,37 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         mean=data.mean,
         std=data.std,
         seed=cfg.seed,
-        num_attackers=max(1, len(malicious)),
+        num_attackers=max(1, len(exp.malicious)),
         device=cfg.device,
     )
     # Server-side evaluation replaces Flower's federated evaluation.
     inner = FedAvg(fraction_evaluate=1e-9, min_evaluate_nodes=0)
     strategy: DefenseStrategy = instantiate(cfg.defense)(inner=inner, context=context)
+    initial = template.state_dict() if resumed is None else resumed["arrays"]
+    if resumed is not None:
+        strategy.load_state_dict(resumed["strategy"])
+    return ServerPlan(
+        strategy=strategy,
+        initial_arrays=ArrayRecord(initial),
+        evaluator=evaluator,
+        num_rounds=cfg.num_rounds,
+        num_clients=cfg.num_clients,
+        clients_per_round=cfg.clients_per_round,
+        malicious=exp.malicious,
+        seed=cfg.seed,
+        round_timeout_s=cfg.simulation.round_timeout_s,
+        min_replies=cfg.simulation.min_replies,
+        max_norm_ratio=cfg.server.max_norm_ratio,
+        max_norm=cfg.server.max_norm,
+        checkpoint_path=out_dir / CHECKPOINT,
+        fingerprint=config_fingerprint(cfg),
+        rounds=list(resumed["rounds"]) if resumed else [],
+    )
 
-    tracker = Tracker(
+
+def make_tracker(cfg: DictConfig, out_dir: Path) -> Tracker:
+    """The W&B run (or its offline/disabled stand-in) for ``cfg``."""
+    return Tracker(
         OmegaConf.to_container(cfg, resolve=True),
         out_dir,
         mode=cfg.wandb.mode,
@@ -210,38 +296,86 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         ],
         name=cfg.name,
     )
+
+
+def track_rounds(cfg: DictConfig, plan: ServerPlan, tracker: Tracker) -> None:
+    """Print, show and log every round: sets ``plan.on_round``, replays resumed
+    rounds into the progress bar and the (new) W&B run."""
     progress = RoundProgress(cfg.num_rounds)
     progress.start()
 
     def on_round(record: dict[str, Any]) -> None:
-        log_round(record, malicious, num_inputs=cfg.defense.get("num_inputs"))
+        log_round(
+            record,
+            plan.malicious,
+            num_inputs=cfg.defense.get("num_inputs"),
+            defense=cfg.defense._target_.rsplit(".", 1)[-1],
+        )
         progress.update(record)
         tracker.log_round(record)
 
-    initial = template.state_dict() if resumed is None else resumed["arrays"]
-    if resumed is not None:
-        strategy.load_state_dict(resumed["strategy"])
-        for record in resumed["rounds"]:  # the new W&B run gets the whole history
-            progress.update(record)
-            tracker.log_round(record)
-    plan = ServerPlan(
-        strategy=strategy,
-        initial_arrays=ArrayRecord(initial),
-        evaluator=evaluator,
-        num_rounds=cfg.num_rounds,
-        num_clients=cfg.num_clients,
-        clients_per_round=cfg.clients_per_round,
-        malicious=malicious,
-        seed=cfg.seed,
-        round_timeout_s=cfg.simulation.round_timeout_s,
-        min_replies=cfg.simulation.min_replies,
-        max_norm_ratio=cfg.server.max_norm_ratio,
-        max_norm=cfg.server.max_norm,
-        checkpoint_path=out_dir / CHECKPOINT,
-        fingerprint=config_fingerprint(cfg),
-        rounds=list(resumed["rounds"]) if resumed else [],
-        on_round=on_round,
+    for record in plan.rounds:  # the new W&B run gets the whole history
+        progress.update(record)
+        tracker.log_round(record)
+    plan.on_round = on_round
+
+
+def finish_run(
+    cfg: DictConfig,
+    exp: Experiment,
+    plan: ServerPlan,
+    out_dir: Path,
+    tracker: Tracker,
+    started: float,
+) -> dict[str, Any]:
+    """Check every round ran; write ``results.json``, the plot and the summary."""
+    if len(plan.rounds) != cfg.num_rounds:
+        raise RuntimeError(
+            f"the run ended after {len(plan.rounds)} of {cfg.num_rounds} rounds"
+        )
+    last = plan.rounds[-1]
+    results = {
+        "name": cfg.name,
+        "malicious_clients": exp.malicious,
+        "data_source": exp.data.source,
+        "rounds": plan.rounds,
+        "final": {
+            "accuracy": last["accuracy"],
+            "loss": last["loss"],
+            "asr": last["asr"],
+        },
+        "seconds": time.perf_counter() - started,
+    }
+    write_json(out_dir / "results.json", results)
+    plot = plot_rounds(
+        plan.rounds,
+        out_dir / f"{cfg.partition.name}-{cfg.model.name}-{cfg.dataset.name}.png",
+        title=(
+            f"{cfg.name}: {exp.attack.name} attack, "
+            f"{cfg.defense._target_.rsplit('.', 1)[-1]}, {cfg.num_clients} clients"
+        ),
     )
+    log.info("\n%s", summary_table(plan.rounds))
+    log.info("wrote %s", out_dir / "results.json")
+    tracker.finish(results, out_dir / "results.json", [plot])
+    return results
+
+
+def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Run the experiment ``cfg`` and return what ``results.json`` holds.
+
+    With ``resume=RUN_DIR`` the run continues in RUN_DIR from its checkpoint
+    (and ``out_dir`` is ignored).
+    """
+    started = time.perf_counter()
+    quiet_libraries()
+    check_config(cfg)
+    out_dir, resumed = open_run_dir(cfg, out_dir)
+    exp = prepare_experiment(cfg)
+    plan = build_plan(cfg, exp, out_dir, resumed)
+    tracker = make_tracker(cfg, out_dir)
+    track_rounds(cfg, plan, tracker)
+
     res = cfg.simulation.client_resources
     ray_started = start_ray(cfg)
     try:
@@ -250,26 +384,8 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         check_gpu_budget(cfg, ray.cluster_resources())
         from flwr.simulation import run_simulation
 
-        bundle = {
-            "train_x": data.train_x,
-            "train_y": data.train_y,
-            "partitions": partitions,
-            "pixel_max": data.pixel_max(),
-        }
-        spec = ClientSpec(
-            data=ray.put(bundle),
-            model=cfg.model.name,
-            num_classes=num_classes,
-            in_channels=data.input_shape[0],
-            attack=attack,
-            epochs=cfg.client.epochs,
-            lr=cfg.client.lr,
-            batch_size=cfg.client.batch_size,
-            optimizer=cfg.client.optimizer,
-            device=cfg.device,
-            seed=cfg.seed,
-            num_threads=max(1, int(res.num_cpus)),
-            faults=OmegaConf.to_container(cfg.faults, resolve=True),
+        spec = exp.client_spec(
+            cfg, ray.put(exp.bundle()), num_threads=max(1, int(res.num_cpus))
         )
         run_simulation(
             server_app=make_server_app(plan),
@@ -291,34 +407,4 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
 
             if ray.is_initialized():
                 ray.shutdown()
-    if len(plan.rounds) != cfg.num_rounds:
-        raise RuntimeError(
-            f"the simulation ended after {len(plan.rounds)} of {cfg.num_rounds} rounds"
-        )
-
-    last = plan.rounds[-1]
-    results = {
-        "name": cfg.name,
-        "malicious_clients": malicious,
-        "data_source": data.source,
-        "rounds": plan.rounds,
-        "final": {
-            "accuracy": last["accuracy"],
-            "loss": last["loss"],
-            "asr": last["asr"],
-        },
-        "seconds": time.perf_counter() - started,
-    }
-    write_json(out_dir / "results.json", results)
-    plot = plot_rounds(
-        plan.rounds,
-        out_dir / f"{cfg.partition.name}-{cfg.model.name}-{cfg.dataset.name}.png",
-        title=(
-            f"{cfg.name}: {attack.name} attack, "
-            f"{cfg.defense._target_.rsplit('.', 1)[-1]}, {cfg.num_clients} clients"
-        ),
-    )
-    log.info("\n%s", summary_table(plan.rounds))
-    log.info("wrote %s", out_dir / "results.json")
-    tracker.finish(results, out_dir / "results.json", [plot])
-    return results
+    return finish_run(cfg, exp, plan, out_dir, tracker, started)

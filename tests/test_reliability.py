@@ -169,3 +169,14 @@ def test_resume_refuses_a_different_config(data_root, ray_tmp, tmp_path):
     missing = smoke(data_root, ray_tmp, f"resume={tmp_path / 'nothing'}")
     with pytest.raises(ConfigError, match="does not exist"):
         simulate(missing, tmp_path / "unused")
+
+
+def test_batchnorm_model_keeps_training_after_round_1(data_root, ray_tmp, tmp_path):
+    """FedAvg turns int64 buffers (num_batches_tracked) into float64; the server
+    casts them back so round 2's screening accepts every client."""
+    cfg = smoke(data_root, ray_tmp, "model=resnet18", "dataset.max_train_samples=80")
+    results = simulate(cfg, tmp_path)
+    for r in results["rounds"]:
+        assert r["rejected"] == {} and len(r["clients"]) == 4
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["arrays"]["bn1.num_batches_tracked"].dtype == torch.int64

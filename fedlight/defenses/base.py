@@ -148,17 +148,13 @@ def resolve_num_malicious(value: int | None, context: DefenseContext) -> int:
     return int(value) if value is not None else max(1, context.num_attackers)
 
 
-def array_dtypes(replies: list[Message]) -> dict[str, Any]:
-    """The dtype of every array in the first reply, by key, taken before an
-    aggregation rule that consumes the replies' arrays."""
-    return {k: a.numpy().dtype for k, a in replies[0].content["arrays"].items()}
-
-
 def cast_like(arrays: ArrayRecord, dtypes: dict[str, Any]) -> ArrayRecord:
     """``arrays`` with every array cast back to the clients' dtype.
 
-    Coordinate-wise rules (median, trimmed mean) return float64 for integer
-    buffers; the next round's screening expects the model's own dtypes.
+    Flower's aggregation rules (FedAvg's weighted sum, median, trimmed mean)
+    return float64 for integer buffers such as BatchNorm's
+    ``num_batches_tracked``; the next round's screening expects the model's own
+    dtypes.
     """
     return ArrayRecord(
         {
@@ -172,8 +168,8 @@ class OwnRuleDefense(DefenseStrategy):
     """A defence that is an aggregation rule: Flower's ``rule`` strategy
     aggregates the screened replies in place of ``inner``.
 
-    ``inner`` still configures rounds. The rule's time counts as defence time,
-    and the clients' dtypes are restored (see :func:`cast_like`).
+    ``inner`` still configures rounds. The rule's time counts as defence time;
+    the server restores the model's dtypes after every aggregation.
     """
 
     rule: Strategy
@@ -182,9 +178,6 @@ class OwnRuleDefense(DefenseStrategy):
         self, server_round: int, kept: list[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         start = time.perf_counter()
-        dtypes = array_dtypes(kept)
         arrays, metrics = self.rule.aggregate_train(server_round, kept)
-        if arrays is not None:
-            arrays = cast_like(arrays, dtypes)
         self.last_report.seconds += time.perf_counter() - start
         return arrays, metrics

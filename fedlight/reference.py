@@ -1,0 +1,333 @@
+"""The plain sequential reference for :func:`fedlight.simulate.simulate`.
+
+The oracle the full stack is checked and timed against (STYLE.md, point 11): one
+process, plain torch, a ``for`` loop over rounds and clients. It uses no Flower
+messages, Ray actors, Lightning Trainer or Hydra, but does exactly the work
+``simulate`` does, from the same config: the same data, partitions and
+poisoning (:func:`fedlight.client.client_data`), the same initial model
+(``torch.manual_seed(cfg.seed)`` before ``build_model``), the same per-client
+shuffling seeds, a fresh optimizer per client fit, the same client sampling,
+update screening, FedDefender scoring (:func:`fedlight.defenses.remote.run_job`
+on the job the strategy builds) and server-side evaluation.
+
+What it adds up itself, rather than reusing, is what it checks: the training
+loop, FedDefender's weights and the FedAvg average. The average repeats
+Flower's order of operations (numpy, float32, clients in partition order), so
+with the clients' thread count (``simulation.client_resources.num_cpus``) the
+two give the same global model; with more threads the convolution kernels may
+sum in another order.
+
+Not covered: ``faults``, ``resume``, W&B and plots (no training work).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from fedlight.attacks import Attack
+from fedlight.client import ClientSpec, client_data
+from fedlight.data import load_dataset, partition_indices
+from fedlight.defenses import DefenseContext
+from fedlight.defenses.remote import run_job
+from fedlight.evaluation import Evaluator, detection_metrics
+from fedlight.models import build_model
+from fedlight.models.module import TensorBatches
+from fedlight.sanitize import screen_updates
+from fedlight.seeding import derive_seed
+from fedlight.server import sample_clients
+
+State = dict[str, torch.Tensor]
+
+_FEDDEFENDER = "fedlight.defenses.FedDefender"
+_NO_DEFENSE = "fedlight.defenses.NoDefense"
+_NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def build_target(node: DictConfig, **extra: Any) -> Any:
+    """``node._target_`` called with the node's other keys, as Hydra would.
+
+    Only flat nodes (no nested ``_target_``), which is what attack and defence
+    configs are.
+    """
+    kwargs = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(kwargs, dict)
+    module, _, name = str(kwargs.pop("_target_")).rpartition(".")
+    kwargs = {k: v for k, v in kwargs.items() if not str(k).startswith("_")}
+    return getattr(importlib.import_module(module), name)(**kwargs, **extra)
+
+
+def train_client(
+    model: nn.Module,
+    state: State,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    optimizer: str,
+    generator: torch.Generator,
+) -> tuple[State, dict[str, float]]:
+    """Train ``state`` on (x, y) as a client's Lightning fit does, in a plain loop.
+
+    Returns the new state and the fit's metrics; ``train-seconds`` is the time
+    inside the epoch loop only (the pure training time).
+    """
+    model.load_state_dict(state)
+    model.train()
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=0.9
+        )
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    batches = TensorBatches(x, y, batch_size, generator)
+    loss_sum, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for xb, yb in batches:  # a new permutation per epoch, as Lightning draws
+            opt.zero_grad(set_to_none=True)
+            logits = model(xb)  # (batch, classes)
+            loss = nn.functional.cross_entropy(logits, yb)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(yb)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(yb)
+    seconds = time.perf_counter() - start
+    new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    metrics = {
+        "train-loss": loss_sum / max(seen, 1),
+        "train-accuracy": correct / max(seen, 1),
+        "train-seconds": seconds,
+    }
+    return new_state, metrics
+
+
+def fedavg(states: list[State], weights: list[float]) -> State:
+    """The weighted average of ``states``, in Flower's FedAvg order of operations.
+
+    numpy, each state scaled by ``w / sum(weights)`` and summed in list order,
+    so the result matches Flower's bit for bit.
+    """
+    total_weight = sum(weights)
+    factors = [w / total_weight for w in weights]
+    total: dict[str, np.ndarray] = {}
+    for state, factor in zip(states, factors, strict=True):
+        for key, value in state.items():
+            if key not in total:
+                total[key] = value.numpy() * factor
+            else:
+                total[key] += value.numpy() * factor
+    return {k: torch.from_numpy(np.asarray(v)) for k, v in total.items()}
+
+
+def feddefender_weights(
+    confidence: dict[str, float], theta: float
+) -> tuple[list[str], dict[str, float]]:
+    """FedDefender's verdict: clients above ``theta`` are excluded (weight 0),
+    the others weighted by ``1 - confidence`` (Gill et al., arXiv 2307.08672)."""
+    flagged = [cid for cid, c in confidence.items() if c > theta]
+    weights = {cid: 0.0 if cid in flagged else 1.0 - c for cid, c in confidence.items()}
+    return flagged, weights
+
+
+def run_reference(cfg: DictConfig, num_threads: int | None = None) -> dict[str, Any]:
+    """Run the experiment ``cfg`` in one plain loop; return results like simulate's.
+
+    ``num_threads`` is torch's thread count for the whole run (default: every
+    core, as a plain script would); it is restored on return. Every round record
+    has simulate's keys; client metrics carry ``train-seconds`` per fit.
+    """
+    started = time.perf_counter()
+    defense_target = str(cfg.defense._target_)
+    if defense_target not in (_FEDDEFENDER, _NO_DEFENSE):
+        raise ValueError(
+            f"the reference knows defense targets {_FEDDEFENDER} and {_NO_DEFENSE}, "
+            f"not {defense_target}"
+        )
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(num_threads or os.cpu_count() or 1)
+    # Importing Lightning (fedlight.client does) sets this, and then every
+    # optimizer step dlopens NVML to ask whether CUDA exists (~30 us a call). A
+    # plain torch script has no such setting, so the reference runs without it.
+    nvml_check = os.environ.pop(_NVML_CHECK, None)
+    try:
+        return _run(cfg, started, defense_target == _FEDDEFENDER)
+    finally:
+        torch.set_num_threads(threads_before)
+        if nvml_check is not None:
+            os.environ[_NVML_CHECK] = nvml_check
+
+
+def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
+    data = load_dataset(
+        cfg.dataset.name,
+        cfg.dataset.root,
+        image_size=cfg.dataset.image_size,
+        max_train_samples=cfg.dataset.max_train_samples,
+        seed=cfg.seed,
+        hub=cfg.dataset.hub,
+        hub_timeout_s=cfg.dataset.hub_timeout_s,
+    )
+    partitions = partition_indices(
+        data.train_y,
+        cfg.num_clients,
+        kind=cfg.partition.name,
+        alpha=cfg.partition.alpha,
+        seed=cfg.seed,
+        min_partition_size=cfg.partition.min_partition_size,
+    )
+    attack: Attack = build_target(cfg.attack)
+    malicious = [str(c) for c in attack.malicious_clients]
+    channels = data.input_shape[0]
+    torch.manual_seed(cfg.seed)
+    global_state: State = build_model(
+        cfg.model.name, data.num_classes, channels
+    ).state_dict()
+
+    test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
+    asr = attack.asr_set(test_x, test_y, data.pixel_max())
+    evaluator = Evaluator(
+        build_model(cfg.model.name, data.num_classes, channels),
+        test_x,
+        test_y,
+        asr_x=asr[0] if asr else None,
+        asr_y=asr[1] if asr else None,
+        batch_size=cfg.eval.batch_size,
+        device=cfg.device,
+    )
+    defender = None
+    if feddefender:
+        context = DefenseContext(
+            model=cfg.model.name,
+            num_classes=data.num_classes,
+            input_shape=data.input_shape,
+            mean=data.mean,
+            std=data.std,
+            seed=cfg.seed,
+            num_attackers=max(1, len(malicious)),
+            device=cfg.device,
+        )
+        # The real strategy, only to build each round's DefenderJob.
+        defender = build_target(cfg.defense, inner=None, context=context)
+
+    spec = ClientSpec(
+        data={
+            "train_x": data.train_x,
+            "train_y": data.train_y,
+            "partitions": partitions,
+            "pixel_max": data.pixel_max(),
+        },
+        model=cfg.model.name,
+        num_classes=data.num_classes,
+        in_channels=channels,
+        attack=attack,
+        seed=cfg.seed,
+    )
+    client_tensors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    model = build_model(cfg.model.name, data.num_classes, channels)
+    rounds: list[dict[str, Any]] = []
+    for server_round in range(1, cfg.num_rounds + 1):
+        start = time.perf_counter()
+        chosen = sample_clients(
+            cfg.seed, server_round, cfg.num_clients, cfg.clients_per_round
+        )
+        states: dict[str, State] = {}
+        clients: dict[str, dict[str, float]] = {}
+        for cid in chosen:
+            if cid not in client_tensors:
+                client_tensors[cid] = client_data(spec, cid)
+            x, y = client_tensors[cid]
+            shuffle = torch.Generator().manual_seed(
+                derive_seed(cfg.seed, "shuffle", cid, server_round)
+            )
+            state, metrics = train_client(
+                model,
+                global_state,
+                x,
+                y,
+                epochs=cfg.client.epochs,
+                lr=cfg.client.lr,
+                batch_size=cfg.client.batch_size,
+                optimizer=cfg.client.optimizer,
+                generator=shuffle,
+            )
+            states[str(cid)] = attack.tamper(cid, global_state, state)
+            metrics["train-examples"] = float(len(y))
+            metrics["num-examples"] = attack.reported_examples(cid, len(y))
+            metrics["partition-id"] = float(cid)
+            clients[str(cid)] = metrics
+        train_seconds = time.perf_counter() - start
+
+        rejected = screen_updates(
+            {k: v.numpy() for k, v in global_state.items()},
+            states,  # screen_updates reads .keys() and [k].numpy(): tensors do
+            max_norm_ratio=cfg.server.max_norm_ratio,
+            max_norm=cfg.server.max_norm,
+        )
+        kept = [cid for cid in states if cid not in rejected]
+
+        defense_start = time.perf_counter()
+        confidence: dict[str, float] | None = None
+        flagged: list[str] = []
+        weights = dict.fromkeys(kept, 1.0)
+        if defender is not None and kept:
+            job = defender.job_for_round(server_round, len(kept))
+            scores = run_job(job, [states[cid] for cid in kept])
+            confidence = dict(zip(kept, scores.tolist(), strict=True))
+            flagged, weights = feddefender_weights(confidence, float(cfg.defense.theta))
+        defense_seconds = time.perf_counter() - defense_start
+        survivors = [cid for cid in kept if weights[cid] > 0.0]
+        if survivors:
+            global_state = fedavg(
+                [states[cid] for cid in survivors],
+                [clients[cid]["num-examples"] * weights[cid] for cid in survivors],
+            )
+
+        eval_start = time.perf_counter()
+        metrics = evaluator(global_state)
+        eval_seconds = time.perf_counter() - eval_start
+        participants = [str(c) for c in chosen]
+        if confidence is not None or rejected:
+            excluded = sorted({*flagged, *rejected}, key=int)
+            detection = detection_metrics(excluded, malicious, participants)
+        else:
+            detection = {"precision": None, "recall": None, "fpr": None}
+        rounds.append(
+            {
+                "round": server_round,
+                **metrics,
+                "malicious_confidence": confidence,
+                "flagged": flagged if confidence is not None else None,
+                "rejected": rejected,
+                **detection,
+                "participants": participants,
+                "failures": {},
+                "clients": clients,
+                "train_seconds": train_seconds,
+                "defense_seconds": defense_seconds,
+                "eval_seconds": eval_seconds,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+
+    last = rounds[-1]
+    return {
+        "name": cfg.name,
+        "malicious_clients": malicious,
+        "data_source": data.source,
+        "rounds": rounds,
+        "final": {k: last[k] for k in ("accuracy", "loss", "asr")},
+        "final_state": global_state,
+        "num_threads": torch.get_num_threads(),
+        "seconds": time.perf_counter() - started,
+    }
