@@ -34,7 +34,6 @@ from torch import nn
 
 from fedlight.attacks import Attack
 from fedlight.client import ClientSpec, client_data
-from fedlight.data import load_dataset, partition_indices
 from fedlight.defenses import DefenseContext
 from fedlight.defenses.remote import run_job
 from fedlight.evaluation import Evaluator, detection_metrics
@@ -43,6 +42,7 @@ from fedlight.models.module import TensorBatches
 from fedlight.sanitize import screen_updates
 from fedlight.seeding import derive_seed
 from fedlight.server import sample_clients
+from fedlight.simulate import prepare_experiment
 
 State = dict[str, torch.Tensor]
 
@@ -169,25 +169,10 @@ def run_reference(cfg: DictConfig, num_threads: int | None = None) -> dict[str, 
 
 
 def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
-    data = load_dataset(
-        cfg.dataset.name,
-        cfg.dataset.root,
-        image_size=cfg.dataset.image_size,
-        max_train_samples=cfg.dataset.max_train_samples,
-        seed=cfg.seed,
-        hub=cfg.dataset.hub,
-        hub_timeout_s=cfg.dataset.hub_timeout_s,
-    )
-    partitions = partition_indices(
-        data.train_y,
-        cfg.num_clients,
-        kind=cfg.partition.name,
-        alpha=cfg.partition.alpha,
-        seed=cfg.seed,
-        min_partition_size=cfg.partition.min_partition_size,
-    )
-    attack: Attack = build_target(cfg.attack)
-    malicious = [str(c) for c in attack.malicious_clients]
+    experiment = prepare_experiment(cfg)  # the same data, partitions and attack
+    data, partitions = experiment.data, experiment.partitions
+    attack: Attack = experiment.attack
+    malicious = experiment.malicious
     channels = data.input_shape[0]
     torch.manual_seed(cfg.seed)
     global_state: State = build_model(
