@@ -33,10 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fedlight.attacks import Attack
-from fedlight.client import ClientSpec, client_data
-from fedlight.defenses import DefenseContext
+from fedlight.client import client_data
 from fedlight.defenses.remote import run_job
-from fedlight.evaluation import Evaluator, detection_metrics
+from fedlight.evaluation import detection_metrics
 from fedlight.models import build_model
 from fedlight.models.module import TensorBatches
 from fedlight.sanitize import screen_updates
@@ -170,7 +169,7 @@ def run_reference(cfg: DictConfig, num_threads: int | None = None) -> dict[str, 
 
 def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
     experiment = prepare_experiment(cfg)  # the same data, partitions and attack
-    data, partitions = experiment.data, experiment.partitions
+    data = experiment.data
     attack: Attack = experiment.attack
     malicious = experiment.malicious
     channels = data.input_shape[0]
@@ -179,45 +178,14 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
         cfg.model.name, data.num_classes, channels
     ).state_dict()
 
-    test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
-    asr = attack.asr_set(test_x, test_y, data.pixel_max())
-    evaluator = Evaluator(
-        build_model(cfg.model.name, data.num_classes, channels),
-        test_x,
-        test_y,
-        asr_x=asr[0] if asr else None,
-        asr_y=asr[1] if asr else None,
-        batch_size=cfg.eval.batch_size,
-        device=cfg.device,
-    )
+    evaluator = experiment.evaluator(cfg)
     defender = None
     if feddefender:
-        context = DefenseContext(
-            model=cfg.model.name,
-            num_classes=data.num_classes,
-            input_shape=data.input_shape,
-            mean=data.mean,
-            std=data.std,
-            seed=cfg.seed,
-            num_attackers=max(1, len(malicious)),
-            device=cfg.device,
-        )
+        context = experiment.defense_context(cfg)
         # The real strategy, only to build each round's DefenderJob.
         defender = build_target(cfg.defense, inner=None, context=context)
 
-    spec = ClientSpec(
-        data={
-            "train_x": data.train_x,
-            "train_y": data.train_y,
-            "partitions": partitions,
-            "pixel_max": data.pixel_max(),
-        },
-        model=cfg.model.name,
-        num_classes=data.num_classes,
-        in_channels=channels,
-        attack=attack,
-        seed=cfg.seed,
-    )
+    spec = experiment.client_spec(cfg, experiment.bundle(), num_threads=1)
     client_tensors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     model = build_model(cfg.model.name, data.num_classes, channels)
     rounds: list[dict[str, Any]] = []

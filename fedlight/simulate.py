@@ -156,6 +156,34 @@ class Experiment:
             "pixel_max": self.data.pixel_max(),
         }
 
+    def evaluator(self, cfg: DictConfig) -> Evaluator:
+        """Server-side clean accuracy, loss and ASR on the test split."""
+        data = self.data
+        test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
+        asr = self.attack.asr_set(test_x, test_y, data.pixel_max())
+        return Evaluator(
+            build_model(cfg.model.name, data.num_classes, data.input_shape[0]),
+            test_x,
+            test_y,
+            asr_x=asr[0] if asr else None,
+            asr_y=asr[1] if asr else None,
+            batch_size=cfg.eval.batch_size,
+            device=cfg.device,
+        )
+
+    def defense_context(self, cfg: DictConfig) -> DefenseContext:
+        """What the defence may know besides the replies."""
+        return DefenseContext(
+            model=cfg.model.name,
+            num_classes=self.data.num_classes,
+            input_shape=self.data.input_shape,
+            mean=self.data.mean,
+            std=self.data.std,
+            seed=cfg.seed,
+            num_attackers=max(1, len(self.malicious)),
+            device=cfg.device,
+        )
+
     def client_spec(self, cfg: DictConfig, data: Any, num_threads: int) -> ClientSpec:
         """The ClientApp's spec; ``data`` is :meth:`bundle` or a Ray ref to it."""
         return ClientSpec(
@@ -233,27 +261,8 @@ def build_plan(
     torch.manual_seed(cfg.seed)
     template = build_model(cfg.model.name, num_classes, data.input_shape[0])
 
-    test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
-    asr = exp.attack.asr_set(test_x, test_y, data.pixel_max())
-    evaluator = Evaluator(
-        build_model(cfg.model.name, num_classes, data.input_shape[0]),
-        test_x,
-        test_y,
-        asr_x=asr[0] if asr else None,
-        asr_y=asr[1] if asr else None,
-        batch_size=cfg.eval.batch_size,
-        device=cfg.device,
-    )
-    context = DefenseContext(
-        model=cfg.model.name,
-        num_classes=num_classes,
-        input_shape=data.input_shape,
-        mean=data.mean,
-        std=data.std,
-        seed=cfg.seed,
-        num_attackers=max(1, len(exp.malicious)),
-        device=cfg.device,
-    )
+    evaluator = exp.evaluator(cfg)
+    context = exp.defense_context(cfg)
     # Server-side evaluation replaces Flower's federated evaluation.
     inner = FedAvg(fraction_evaluate=1e-9, min_evaluate_nodes=0)
     strategy: DefenseStrategy = instantiate(cfg.defense)(inner=inner, context=context)

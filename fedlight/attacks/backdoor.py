@@ -53,24 +53,22 @@ def poison_non_target(
 
 
 @dataclass
-class Backdoor(Attack):
+class TriggerAttack(Attack):
     """Trigger-and-relabel data poisoning of ``poison_fraction`` of non-target data.
 
-    Subclasses change the trigger by overriding :meth:`stamp` only.
+    Every trigger backdoor (patch, blended, distributed) shares the poisoning and
+    the ASR set; subclasses only say how the trigger is stamped (:meth:`stamp`).
     """
 
     target_label: int = 9
-    trigger_size: int = 4
     poison_fraction: float = 0.5
-
-    name = "backdoor"
 
     def stamp(
         self, x: torch.Tensor, pixel_max: float, client_id: int | None = None
     ) -> torch.Tensor:
         """``x`` with the trigger client ``client_id`` trains on; with None, the
         trigger the attack is tested with."""
-        return stamp_trigger(x, self.trigger_size, pixel_max)
+        raise NotImplementedError
 
     def poison(
         self,
@@ -98,3 +96,17 @@ class Backdoor(Attack):
         keep = y != self.target_label
         triggered = self.stamp(x[keep], pixel_max)
         return triggered, torch.full_like(y[keep], self.target_label)
+
+
+@dataclass
+class Backdoor(TriggerAttack):
+    """The square patch in the bottom-right corner (FedDefender's threat model)."""
+
+    trigger_size: int = 4
+
+    name = "backdoor"
+
+    def stamp(
+        self, x: torch.Tensor, pixel_max: float, client_id: int | None = None
+    ) -> torch.Tensor:
+        return stamp_trigger(x, self.trigger_size, pixel_max)

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedlight.attacks.backdoor import poison_non_target
-from fedlight.attacks.base import Attack
+from fedlight.attacks.backdoor import TriggerAttack
 
 
 def blend_pattern(height: int, width: int, pixel_max: float, seed: int) -> torch.Tensor:
@@ -39,44 +38,16 @@ def blend(x: torch.Tensor, pattern: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 @dataclass
-class Blended(Attack):
+class Blended(TriggerAttack):
     """Blend a fixed pattern into ``poison_fraction`` of the non-target samples."""
 
-    target_label: int = 9
-    poison_fraction: float = 0.5
     blend_ratio: float = 0.2
     pattern_seed: int = 0
 
     name = "blended"
 
-    def stamp(self, x: torch.Tensor, pixel_max: float) -> torch.Tensor:
+    def stamp(
+        self, x: torch.Tensor, pixel_max: float, client_id: int | None = None
+    ) -> torch.Tensor:
         pattern = blend_pattern(x.shape[-2], x.shape[-1], pixel_max, self.pattern_seed)
         return blend(x, pattern, self.blend_ratio)
-
-    def poison(
-        self,
-        client_id: int,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        pixel_max: float,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_malicious(client_id):
-            return x, y
-        return poison_non_target(
-            x,
-            y,
-            self.target_label,
-            self.poison_fraction,
-            generator,
-            lambda xs: self.stamp(xs, pixel_max),
-        )
-
-    def asr_set(
-        self, x: torch.Tensor, y: torch.Tensor, pixel_max: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Blended test images whose true class is not the target."""
-        keep = y != self.target_label
-        return self.stamp(x[keep], pixel_max), torch.full_like(
-            y[keep], self.target_label
-        )

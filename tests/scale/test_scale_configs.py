@@ -77,18 +77,13 @@ def test_mnist_1000_samples_50_of_1000_clients_per_round():
 
 @pytest.mark.slow
 def test_mnist_1000_partition_gives_every_client_data(data_root: Path):
-    from fedlight.data import load_dataset, partition_indices
+    from fedlight.simulate import prepare_experiment
 
-    cfg = compose_config(["+experiment=mnist_1000", f"dataset.root={data_root}"])
-    data = load_dataset("mnist", cfg.dataset.root, hub=False)
-    parts = partition_indices(
-        data.train_y,
-        cfg.num_clients,
-        kind=cfg.partition.name,
-        alpha=cfg.partition.alpha,
-        seed=cfg.seed,
-        min_partition_size=cfg.partition.min_partition_size,
+    cfg = compose_config(
+        ["+experiment=mnist_1000", f"dataset.root={data_root}", "dataset.hub=false"]
     )
+    experiment = prepare_experiment(cfg)  # the partitions a run uses
+    data, parts = experiment.data, experiment.partitions
     sizes = np.array([len(p) for p in parts])
     assert len(parts) == 1000 and sizes.min() >= 1
     assert sizes.sum() == len(data.train_y)
