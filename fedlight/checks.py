@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedlight.attacks.broken import KINDS as BROKEN_KINDS
 from fedlight.data import DATASETS, PARTITIONS
+from fedlight.defenses.feddefender_robust import FINGERPRINTS as ROBUST_FINGERPRINTS
+from fedlight.defenses.feddefender_robust import INPUTS as ROBUST_INPUTS
 from fedlight.defenses.fingerprint import ENGINES
 from fedlight.defenses.normclip import VARIANTS as NORMCLIP_VARIANTS
 from fedlight.models import MODELS
@@ -190,6 +192,22 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("num_cpus", "num_gpus"):
         if key in defense:
             _number_in(cfg, f"defense.{key}", 0.0)
+    if "fingerprint" in defense:
+        _one_of(cfg, "defense.fingerprint", ROBUST_FINGERPRINTS)
+    if "inputs" in defense:
+        _one_of(cfg, "defense.inputs", ROBUST_INPUTS)
+    if "z_cut" in defense:
+        _number_in(cfg, "defense.z_cut", 0.0, open_low=True)
+    if "steps" in defense:
+        _int_in(cfg, "defense.steps", 0)
+    if "lr" in defense:
+        _number_in(cfg, "defense.lr", 0.0, open_low=True)
+    if "memory_decay" in defense:
+        _number_in(cfg, "defense.memory_decay", 0.0, 1.0)
+        if defense.memory_decay == 1.0:
+            _fail("defense.memory_decay", 1.0, "a number >= 0 and < 1")
+    if defense.get("cap_examples") is not None:
+        _number_in(cfg, "defense.cap_examples", 1.0)
     if defense.get("inference_guided"):
         _int_in(cfg, "defense.eta", 1, cfg.clients_per_round)
         _int_in(cfg, "defense.pool_size", defense.num_inputs)

@@ -91,6 +91,15 @@ BAD = [
     (["clients_per_round=21"], "clients_per_round"),
     (["defense.theta=1.5"], "defense.theta"),
     (["defense.theta=-0.1"], "defense.theta"),
+    (["defense=feddefender_robust", "defense.fingerprint=bool"], "defense.fingerprint"),
+    (["defense=feddefender_robust", "defense.inputs=images"], "defense.inputs"),
+    (["defense=feddefender_robust", "defense.z_cut=0"], "defense.z_cut"),
+    (["defense=feddefender_robust", "defense.steps=-1"], "defense.steps"),
+    (["defense=feddefender_robust", "defense.memory_decay=1"], "defense.memory_decay"),
+    (
+        ["defense=feddefender_robust", "defense.cap_examples=0.5"],
+        "defense.cap_examples",
+    ),
     (["attack.poison_fraction=2"], "attack.poison_fraction"),
     (["attack.target_label=10"], "attack.target_label"),
     (

@@ -3,6 +3,7 @@
 from fedlight.defenses.base import DefenseContext, DefenseReport, DefenseStrategy
 from fedlight.defenses.bulyan import Bulyan
 from fedlight.defenses.feddefender import FedDefender
+from fedlight.defenses.feddefender_robust import RobustFedDefender
 from fedlight.defenses.krum import Krum
 from fedlight.defenses.median import Median
 from fedlight.defenses.multikrum import MultiKrum
@@ -21,5 +22,6 @@ __all__ = [
     "MultiKrum",
     "NoDefense",
     "NormClip",
+    "RobustFedDefender",
     "TrimmedMean",
 ]

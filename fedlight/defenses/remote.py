@@ -8,8 +8,9 @@ Without Ray (or with ``defense.remote=false``) the same function runs in-process
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -88,6 +89,10 @@ class DefenderService:
     ) -> torch.Tensor:
         return run_job(job, states)
 
+    def call(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        """Any scoring function (the robust defender's), warm like :meth:`score`."""
+        return fn(*args)
+
 
 class RemoteDefender:
     """The driver's handle on the defender actor, created on first use."""
@@ -118,3 +123,10 @@ class RemoteDefender:
         threads = job.num_threads or max(1, int(self.num_cpus) or os.cpu_count() or 1)
         job = DefenderJob(**{**job.__dict__, "num_threads": threads})
         return ray.get(self._actor.score.remote(job, list(states)))
+
+    def call(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        """``fn(*args)`` on the actor (``fn`` a module-level function)."""
+        import ray
+
+        self.start()
+        return ray.get(self._actor.call.remote(fn, *args))

@@ -1,0 +1,286 @@
+"""``defense=feddefender_robust``: FedDefender's idea, made to hold up.
+
+Still differential testing of the client models on server-made inputs, with no
+access to client data; four levers, each switchable for ablation:
+
+- ``inputs``: the shared starting inputs. ``noise`` as the paper, or
+  ``class_impressions``: inputs the current global model assigns to each class.
+- ``fingerprint``: what is compared. ``boolean`` is the paper's leave-one-out on
+  thresholded neurons; ``continuous`` compares real-valued Conv2d/Linear outputs
+  with median/MAD statistics over the clients; ``disagreement`` (default)
+  searches, per client, inputs on which its predictions differ most from the
+  global model's (a backdoor is exactly such a shortcut) and compares the
+  KL divergence reached, again with median/MAD. The two robust fingerprints give
+  a z-score ``z``; confidence is ``z / (2 z_cut)`` clipped to [0, 1], so a client
+  is flagged (confidence > ``theta`` = 0.5) when ``z > z_cut``.
+- ``memory_decay``: suspicion carried over rounds, ``s = max(c, decay * s_prev)``,
+  so one ambiguous round does not let a detected attacker back in (0: off).
+- ``cap_examples``: a client's reported example count is capped at this multiple
+  of the round's median before weighting (null: off), since a boosted count is
+  what turns one missed round into a takeover.
+
+The maths lives in :mod:`fedlight.defenses.robust_fingerprint`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from flwr.app import Message
+from flwr.serverapp.strategy import Strategy
+
+from fedlight.defenses.base import (
+    WEIGHT_KEY,
+    DefenseContext,
+    DefenseReport,
+    DefenseStrategy,
+    client_id,
+    reweight,
+)
+from fedlight.defenses.feddefender import ray_running
+from fedlight.defenses.fingerprint import score_clients, synthetic_inputs
+from fedlight.defenses.remote import RemoteDefender
+from fedlight.defenses.robust_fingerprint import (
+    activation_features,
+    class_impressions,
+    confidence_from_z,
+    disagreement,
+    outlier_scores,
+    robust_z,
+)
+from fedlight.models import build_model
+from fedlight.seeding import derive_seed
+
+INPUTS = ("noise", "class_impressions")
+FINGERPRINTS = ("disagreement", "continuous", "boolean")
+
+State = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RobustJob:
+    """One round's scoring, picklable for the defender actor."""
+
+    model: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    mean: float
+    std: float
+    seed: int
+    num_inputs: int
+    inputs: str
+    fingerprint: str
+    z_cut: float
+    steps: int
+    lr: float
+    na_t: float
+    num_attackers: int
+    device: str = "cpu"
+    num_threads: int | None = None
+
+
+def run_robust_job(
+    job: RobustJob, global_state: State, states: Sequence[State]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Confidence and raw statistic per client, float ``(clients,)`` each, on CPU.
+
+    The raw statistic is the z-score for the robust fingerprints and the
+    leave-one-out confidence for ``boolean``.
+    """
+    if job.num_threads:
+        torch.set_num_threads(job.num_threads)
+    model = build_model(job.model, job.num_classes, job.input_shape[0])
+    if job.inputs == "class_impressions":
+        inputs = class_impressions(
+            model,
+            global_state,
+            job.num_inputs,
+            job.input_shape,
+            job.mean,
+            job.std,
+            job.seed,
+            num_classes=job.num_classes,
+            steps=job.steps,
+            lr=job.lr,
+            device=job.device,
+        )
+    else:
+        inputs = synthetic_inputs(
+            job.num_inputs, job.input_shape, job.mean, job.std, job.seed
+        )
+    if job.fingerprint == "boolean":
+        conf = score_clients(
+            model,
+            states,
+            inputs,
+            na_t=job.na_t,
+            num_attackers=job.num_attackers,
+            device=job.device,
+        ).cpu()
+        return conf, conf
+    if job.fingerprint == "continuous":
+        features = activation_features(model, states, inputs, device=job.device)
+        z = outlier_scores(features)
+    else:
+        bounds = ((0.0 - job.mean) / job.std, (1.0 - job.mean) / job.std)
+        kl = disagreement(
+            model,
+            global_state,
+            states,
+            inputs,
+            bounds,
+            steps=job.steps,
+            lr=job.lr,
+            device=job.device,
+        )
+        z = robust_z(kl)
+    return confidence_from_z(z, job.z_cut), z
+
+
+def cap_counts(counts: dict[str, float], cap: float | None) -> dict[str, float]:
+    """Reported example counts capped at ``cap`` x the median (None: unchanged)."""
+    if cap is None or not counts:
+        return dict(counts)
+    limit = cap * statistics.median(counts.values())
+    return {cid: min(n, limit) for cid, n in counts.items()}
+
+
+def remember(
+    previous: Mapping[str, float], current: Mapping[str, float], decay: float
+) -> dict[str, float]:
+    """Suspicion after this round: ``max(confidence, decay x last suspicion)``.
+
+    Clients absent this round keep their decayed suspicion for when they return.
+    """
+    merged = {cid: decay * s for cid, s in previous.items()}
+    for cid, c in current.items():
+        merged[cid] = max(c, merged.get(cid, 0.0))
+    return merged
+
+
+class RobustFedDefender(DefenseStrategy):
+    """FedDefender with better inputs, fingerprints, memory and count caps."""
+
+    def __init__(
+        self,
+        inner: Strategy,
+        context: DefenseContext,
+        theta: float = 0.5,
+        num_inputs: int = 20,
+        inputs: str = "class_impressions",
+        fingerprint: str = "disagreement",
+        z_cut: float = 4.0,
+        steps: int = 15,
+        lr: float = 0.1,
+        memory_decay: float = 0.8,
+        cap_examples: float | None = 2.0,
+        na_t: float = 0.0,
+        num_attackers: int | None = None,
+        remote: bool = True,
+        num_cpus: float = 0.0,
+        num_gpus: float = 0.0,
+    ) -> None:
+        super().__init__(inner, context)
+        if inputs not in INPUTS:
+            raise ValueError(f"inputs={inputs!r} is not one of {', '.join(INPUTS)}")
+        if fingerprint not in FINGERPRINTS:
+            raise ValueError(
+                f"fingerprint={fingerprint!r} is not one of {', '.join(FINGERPRINTS)}"
+            )
+        self.theta = theta
+        self.memory_decay = memory_decay
+        self.cap_examples = cap_examples
+        self.num_attackers = num_attackers or max(1, context.num_attackers)
+        self.remote = RemoteDefender(num_cpus, num_gpus) if remote else None
+        self.num_cpus = num_cpus
+        self.suspicion: dict[str, float] = {}
+        self.job = RobustJob(
+            model=context.model,
+            num_classes=context.num_classes,
+            input_shape=context.input_shape,
+            mean=context.mean,
+            std=context.std,
+            seed=context.seed,
+            num_inputs=num_inputs,
+            inputs=inputs,
+            fingerprint=fingerprint,
+            z_cut=z_cut,
+            steps=steps,
+            lr=lr,
+            na_t=na_t,
+            num_attackers=self.num_attackers,
+            device="cuda" if num_gpus > 0 else context.device,
+        )
+
+    def job_for_round(self, server_round: int, num_clients: int) -> RobustJob:
+        """The round's job, its inputs seeded by (seed, round)."""
+        seed = derive_seed(self.context.seed, "feddefender-robust-inputs", server_round)
+        attackers = min(self.num_attackers, max(num_clients - 1, 0))
+        return replace(self.job, seed=seed, num_attackers=attackers)
+
+    def warm_up(self) -> None:
+        if self.remote is not None and ray_running():
+            self.remote.start()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"suspicion": dict(self.suspicion)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.suspicion = {
+            str(k): float(v) for k, v in state.get("suspicion", {}).items()
+        }
+
+    def scores(
+        self, server_round: int, global_state: State, states: list[State]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(confidence, raw statistic) per client, on the actor when Ray runs."""
+        job = self.job_for_round(server_round, len(states))
+        if self.remote is not None and ray_running():
+            import os
+
+            threads = max(1, int(self.num_cpus) or os.cpu_count() or 1)
+            job = replace(job, num_threads=threads)
+            return self.remote.call(run_robust_job, job, global_state, states)
+        return run_robust_job(job, global_state, states)
+
+    def screen(
+        self, server_round: int, replies: list[Message]
+    ) -> tuple[list[Message], DefenseReport]:
+        if self.global_arrays is None:
+            raise RuntimeError("feddefender_robust needs the round's global model")
+        ids = [client_id(r) for r in replies]
+        states = [r.content["arrays"].to_torch_state_dict() for r in replies]
+        global_state = self.global_arrays.to_torch_state_dict()
+        confidence, raw = self.scores(server_round, global_state, states)
+        current = dict(zip(ids, confidence.tolist(), strict=True))
+        if self.memory_decay > 0:
+            self.suspicion = remember(self.suspicion, current, self.memory_decay)
+            scores = {cid: self.suspicion[cid] for cid in ids}
+        else:
+            scores = current
+        flagged = [cid for cid in ids if scores[cid] > self.theta]
+        weights = {cid: 0.0 if cid in flagged else 1.0 - scores[cid] for cid in ids}
+
+        counts = {
+            cid: float(r.content["metrics"][WEIGHT_KEY])
+            for cid, r in zip(ids, replies, strict=True)
+        }
+        capped = cap_counts(counts, self.cap_examples)
+        for cid, reply in zip(ids, replies, strict=True):
+            reply.content["metrics"][WEIGHT_KEY] = capped[cid]
+        report = DefenseReport(
+            confidence=scores,
+            flagged=flagged,
+            weights=weights,
+            details={
+                "statistic": dict(zip(ids, raw.tolist(), strict=True)),
+                "capped": sorted(
+                    (cid for cid in ids if capped[cid] < counts[cid]), key=int
+                ),
+            },
+        )
+        return reweight(replies, weights), report

@@ -1,0 +1,254 @@
+"""The robust FedDefender: its kernels against their plain versions, its levers on
+hand-built updates, and a real backdoored client among benign ones."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import ray
+import torch
+from flwr.app import ArrayRecord
+from flwr.serverapp.strategy import FedAvg
+from updates import make_replies
+
+from fedlight.attacks import Backdoor
+from fedlight.data.prepare import load_dataset
+from fedlight.defenses import DefenseContext, RobustFedDefender
+from fedlight.defenses.feddefender_robust import cap_counts, remember
+from fedlight.defenses.robust_fingerprint import (
+    activation_features,
+    activation_features_loop,
+    confidence_from_z,
+    disagreement,
+    disagreement_loop,
+    outlier_scores,
+    outlier_scores_loop,
+    robust_z,
+)
+from fedlight.models import build_model
+from fedlight.reference import train_client
+
+CTX = DefenseContext("convnet", 10, (1, 32, 32), 0.13, 0.29, seed=3)
+
+
+def perturbed(num_clients: int, odd_one: int | None, seed: int = 0) -> list[dict]:
+    """Copies of one convnet with tiny noise; ``odd_one`` is another random model."""
+    torch.manual_seed(seed)
+    base = build_model("convnet")
+    models = []
+    for cid in range(num_clients):
+        model = copy.deepcopy(base) if cid != odd_one else build_model("convnet")
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.001 * torch.randn_like(p))
+        models.append({k: v.numpy().copy() for k, v in model.state_dict().items()})
+    return models
+
+
+# ------------------------------------------------------------------ kernels vs oracles
+@pytest.mark.parametrize("name", ["convnet", "resnet18"])
+def test_activation_features_match_the_loop(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    states = [build_model(name).state_dict() for _ in range(3)]
+    inputs = torch.randn(4, 1, 32, 32)
+    fast = activation_features(model, states, inputs)
+    slow = activation_features_loop(model, states, inputs)
+    assert fast.shape == slow.shape and fast.shape[:2] == (3, 4)
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("clients", [3, 4, 7, 12])
+def test_outlier_scores_match_the_loop(clients):
+    generator = torch.Generator().manual_seed(clients)
+    features = torch.randn((clients, 3, 5), generator=generator)
+    features[:, 0, 0] = 1.0  # a coordinate where every client agrees (MAD 0)
+    features[1, 1, 1] = 50.0  # one wild coordinate: capped at MAX_DEVIATION
+    torch.testing.assert_close(
+        outlier_scores(features), outlier_scores_loop(features), rtol=1e-5, atol=1e-4
+    )
+
+
+def test_outlier_scores_single_out_the_shifted_client_and_need_three():
+    features = torch.randn((9, 40), generator=torch.Generator().manual_seed(1))
+    features[6] += 5.0
+    z = outlier_scores(features)
+    assert int(z.argmax()) == 6 and z[6] > 10 and (z[torch.arange(9) != 6] < 4).all()
+    assert torch.equal(outlier_scores(features[:2]), torch.zeros(2))
+
+
+def test_disagreement_matches_the_one_input_loop():
+    torch.manual_seed(0)
+    model = build_model("convnet")
+    reference = build_model("convnet").state_dict()
+    states = [reference, *(build_model("convnet").state_dict() for _ in range(2))]
+    starts = torch.rand(3, 1, 32, 32)
+    fast = disagreement(model, reference, states, starts, (0.0, 1.0), steps=5)
+    slow = disagreement_loop(model, reference, states, starts, (0.0, 1.0), steps=5)
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
+    assert fast[0] == 0.0  # the reference against itself
+
+
+def test_confidence_maps_z_cut_to_one_half():
+    z = torch.tensor([-3.0, 0.0, 4.0, 8.0, 20.0])
+    assert confidence_from_z(z, 4.0).tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+# --------------------------------------------------------------------------- levers
+def test_cap_counts_caps_at_a_multiple_of_the_median():
+    counts = {"0": 60000.0, "1": 3000.0, "2": 3100.0, "3": 2900.0}
+    assert cap_counts(counts, 2.0) == {
+        "0": 6100.0,  # 2 x median(3050)
+        "1": 3000.0,
+        "2": 3100.0,
+        "3": 2900.0,
+    }
+    assert cap_counts(counts, None) == counts
+
+
+def test_remember_decays_and_keeps_absent_clients():
+    after = remember({"0": 1.0, "5": 0.5}, {"0": 0.1, "1": 0.3}, decay=0.8)
+    assert after == {"0": 0.8, "1": 0.3, "5": 0.4}
+
+
+def _screen(defense: RobustFedDefender, server_round: int, models, examples=None):
+    replies = make_replies(models, examples)
+    defense.global_arrays = ArrayRecord(
+        {k: torch.from_numpy(v) for k, v in models[1].items()}
+    )
+    defense.aggregate_train(server_round, replies)
+    return defense.last_report
+
+
+@pytest.mark.parametrize("fingerprint", ["continuous", "disagreement"])
+def test_odd_client_is_flagged_and_remembered(fingerprint):
+    defense = RobustFedDefender(
+        FedAvg(), CTX, fingerprint=fingerprint, steps=5, remote=False
+    )
+    first = _screen(defense, 1, perturbed(6, odd_one=4))
+    assert first.flagged == ["4"] and first.confidence["4"] == 1.0
+    assert all(first.weights[c] > 0 for c in "01235")
+    # Next round client 4 looks like the others; memory keeps it out (1.0 x 0.8).
+    second = _screen(defense, 2, perturbed(6, odd_one=None, seed=1))
+    assert second.flagged == ["4"] and second.confidence["4"] == pytest.approx(0.8)
+    # Without memory the same round lets it back in.
+    forgetful = RobustFedDefender(
+        FedAvg(), CTX, fingerprint=fingerprint, steps=5, memory_decay=0.0, remote=False
+    )
+    _screen(forgetful, 1, perturbed(6, odd_one=4))
+    assert _screen(forgetful, 2, perturbed(6, odd_one=None, seed=1)).flagged == []
+
+
+def test_memory_survives_a_resume():
+    defense = RobustFedDefender(FedAvg(), CTX, fingerprint="continuous", remote=False)
+    _screen(defense, 1, perturbed(6, odd_one=2))
+    resumed = RobustFedDefender(FedAvg(), CTX, fingerprint="continuous", remote=False)
+    resumed.load_state_dict(copy.deepcopy(defense.state_dict()))
+    report = _screen(resumed, 2, perturbed(6, odd_one=None, seed=1))
+    assert report.flagged == ["2"]
+
+
+def test_boosted_count_is_capped_before_weighting():
+    models = perturbed(5, odd_one=None)
+    defense = RobustFedDefender(
+        FedAvg(), CTX, fingerprint="continuous", memory_decay=0.0, remote=False
+    )
+    replies = make_replies(models, [2000.0, 100.0, 100.0, 100.0, 100.0])
+    defense.global_arrays = ArrayRecord(
+        {k: torch.from_numpy(v) for k, v in models[1].items()}
+    )
+    kept, report = defense.screen(1, replies)
+    counts = {
+        r.content["metrics"]["partition-id"]: r.content["metrics"]["num-examples"]
+        for r in kept
+    }
+    assert report.details["capped"] == ["0"]
+    assert counts[0] <= 200.0 and counts[1] <= 100.0
+
+
+def test_boolean_fingerprint_is_the_faithful_method():
+    from fedlight.defenses import FedDefender
+
+    models = perturbed(6, odd_one=3)
+    robust = RobustFedDefender(
+        FedAvg(),
+        CTX,
+        fingerprint="boolean",
+        inputs="noise",
+        num_inputs=10,
+        memory_decay=0.0,
+        cap_examples=None,
+        remote=False,
+    )
+    faithful = FedDefender(FedAvg(), CTX, remote=False)
+    faithful.aggregate_train(1, make_replies(models))
+    assert _screen(robust, 1, models).flagged == faithful.last_report.flagged == ["3"]
+
+
+def test_bad_lever_names_are_refused():
+    with pytest.raises(ValueError, match="fingerprint='bool'"):
+        RobustFedDefender(FedAvg(), CTX, fingerprint="bool")
+    with pytest.raises(ValueError, match="inputs='images'"):
+        RobustFedDefender(FedAvg(), CTX, inputs="images")
+
+
+# ------------------------------------------------------- a real backdoor, trained here
+@pytest.mark.slow
+def test_trained_backdoor_stands_out_and_benign_clients_do_not(data_root):
+    """Nine benign MNIST clients and one that trains with the 12 px trigger, all
+    from the same briefly trained global model: the attacker's z-score is far
+    above ``z_cut`` and no benign client reaches it."""
+    torch.set_num_threads(1)
+    data = load_dataset("mnist", data_root, max_train_samples=2400, hub=False)
+    x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    torch.manual_seed(0)
+    model = build_model("convnet")
+    generator = torch.Generator().manual_seed(0)
+    kwargs = dict(epochs=2, lr=0.01, batch_size=32, optimizer="sgd")
+    global_state, _ = train_client(
+        model, model.state_dict(), x[:600], y[:600], generator=generator, **kwargs
+    )
+    attack = Backdoor(
+        malicious_clients=[0], target_label=9, trigger_size=12, poison_fraction=0.5
+    )
+    states = []
+    for cid in range(10):
+        cx, cy = (
+            x[600 + 300 * cid : 900 + 300 * cid],
+            y[600 + 300 * cid : 900 + 300 * cid],
+        )
+        if cid == 0:
+            cx, cy = attack.poison(0, cx, cy, float(cx.max()), generator)
+        state, _ = train_client(
+            model, global_state, cx, cy, generator=generator, **kwargs
+        )
+        states.append(state)
+    bounds = ((0 - data.mean) / data.std, (1 - data.mean) / data.std)
+    starts = torch.rand((20, 1, 32, 32), generator=generator) * (bounds[1] - bounds[0])
+    kl = disagreement(model, global_state, states, starts + bounds[0], bounds, steps=15)
+    z = robust_z(kl)
+    assert z[0] > 4.0, z
+    assert (z[1:] < 4.0).all(), z
+    assert np.argmax(kl.numpy()) == 0
+
+
+@pytest.mark.slow
+def test_ray_actor_gives_the_in_process_result(ray_tmp):
+    models = perturbed(5, odd_one=2)
+    local = RobustFedDefender(FedAvg(), CTX, steps=5, remote=False)
+    expected = _screen(local, 1, models).confidence
+    ray.init(num_cpus=1, include_dashboard=False, _temp_dir=ray_tmp)
+    try:
+        remote = RobustFedDefender(FedAvg(), CTX, steps=5, remote=True)
+        got = _screen(remote, 1, models).confidence
+    finally:
+        ray.shutdown()
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_robust_z_is_signed():
+    z = robust_z(torch.tensor([0.0, 1.0, 1.1, 0.9, 1.0, 9.0]))
+    assert z[5] > 10 and z[0] < -5 and z[1] == 0.0
+    assert torch.equal(robust_z(torch.tensor([1.0, 5.0])), torch.zeros(2))
