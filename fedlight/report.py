@@ -46,6 +46,7 @@ DEFENSE_ORDER = (
     "median",
     "trimmed_mean",
     "feddefender",
+    "feddefender_robust",
 )
 METRICS = ("accuracy", "asr", "max_asr", "precision", "recall", "fpr", "seconds")
 HEADERS = {
@@ -126,14 +127,43 @@ def _label(config: dict[str, Any], choices: dict[str, str], group: str) -> str:
     return _option_names(group).get(target, target.rsplit(".", 1)[-1])
 
 
+# Keys that change how a defence runs, not what it decides.
+_EXECUTION_KEYS = frozenset(
+    {"engine", "max_memory_mb", "remote", "num_cpus", "num_gpus"}
+)
+
+
+def _overridden(group: str, name: str, values: dict[str, Any]) -> list[str]:
+    """``key=value`` for each key of the shipped ``group/name.yaml`` that the run
+    set otherwise (keys null in the file are resolved at run time: skipped)."""
+    import fedlight.configs
+
+    path = Path(fedlight.configs.__file__).parent / group / f"{name}.yaml"
+    if not path.is_file():
+        return []
+    shipped = yaml.safe_load(path.read_text()) or {}
+    changed = []
+    for key, default in shipped.items():
+        if key.startswith("_") or default is None or key in _EXECUTION_KEYS:
+            continue
+        if key in values and values[key] != default:
+            value = "null" if values[key] is None else values[key]
+            changed.append(f"{key}={value}")
+    return changed
+
+
 def defense_label(config: dict[str, Any], choices: dict[str, str]) -> str:
     """The defence's config name (``krum``), with ``_weights`` for norm clipping
-    of whole weights chosen by ``defense.variant=weights``."""
+    of whole weights chosen by ``defense.variant=weights``, and the keys a run
+    overrode in brackets (``feddefender_robust [memory_decay=0]``) so that an
+    ablation's variants never share a cell."""
     name = _label(config, choices, "defense")
-    if (config.get("defense") or {}).get("variant") == "weights":
+    values = config.get("defense") or {}
+    if values.get("variant") == "weights":
         if "weights" not in name:
             name += "_weights"
-    return name
+    changed = _overridden("defense", name, values)
+    return f"{name} [{', '.join(changed)}]" if changed else name
 
 
 def attack_label(config: dict[str, Any], choices: dict[str, str]) -> str:

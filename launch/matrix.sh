@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The comparison tables of docs/results/, one Hydra multirun per chunk, then reports.
 #   bash launch/matrix.sh            # every chunk, in the order below
-#   bash launch/matrix.sh noattack   # one chunk (paper_mnist, paper_fmnist,
-#                                    # paper_fmnist_subset, noattack, harder, report)
+#   bash launch/matrix.sh noattack   # chosen chunks (paper_mnist, noattack, paper_fmnist,
+#                                    # paper_fmnist_subset, harder, ablation, report)
+# The default runs every chunk but ablation: 99 jobs, about 2.5 h on 2 cores;
+# ablation is 112 more (about 4 h, most of it the full Fashion-MNIST runs).
 # Each chunk writes its own sweep folder under multirun/ (MATRIX_DIR), so a chunk that
 # fails loses only its own jobs; `report` reads whatever finished. Set FEDLIGHT_DATA
 # to the folder holding mnist/ and fashion-mnist/.
@@ -27,31 +29,43 @@ paper_fmnist() {  # the paper's FMNIST settings on the full data: FedAvg, NormCl
     run paper/fmnist '+experiment=fmnist_20,fmnist_30' \
         defense=none,normclip,feddefender seed=0,1
 }
-paper_fmnist_subset() {  # every defence on a 12,000-image FMNIST subset
+paper_fmnist_subset() {  # the other defences on a 12,000-image FMNIST subset
     run paper/fmnist_subset '+experiment=fmnist_20,fmnist_30' \
-        defense=none,normclip,krum,multikrum,median,trimmed_mean,feddefender \
+        defense=none,krum,multikrum,median,trimmed_mean,feddefender \
         dataset.max_train_samples=12000 seed=0,1
 }
 noattack() {  # false positives of the detecting defences without an attacker
     run noattack +experiment=mnist_20_noattack \
-        defense=krum,multikrum,bulyan,feddefender seed=0,1
+        defense=krum,multikrum,bulyan,feddefender,feddefender_robust seed=0,1
 }
 harder() {  # 3 attackers of 30 (FMNIST subset), non-IID, model replacement, DBA; seed 0
     run harder/fmnist '+experiment=fmnist_30_3attackers' \
-        defense=none,normclip,multikrum,bulyan,median,trimmed_mean,feddefender \
+        defense=none,multikrum,median,feddefender,feddefender_robust \
         dataset.max_train_samples=12000 seed=0
     run harder/mnist \
         '+experiment=mnist_20_dirichlet05,mnist_20_dirichlet01,mnist_20_scaling,mnist_20_dba' \
-        defense=none,normclip,multikrum,bulyan,median,trimmed_mean,feddefender seed=0
+        defense=none,multikrum,median,feddefender,feddefender_robust seed=0
+}
+ablation() {  # the robust FedDefender's levers, each off in turn, beside the paper's method
+    local settings='+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30,fmnist_30_3attackers,mnist_20_dirichlet05,mnist_20_dirichlet05_3attackers,mnist_20_noattack'
+    run ablation/methods "$settings" defense=feddefender,feddefender_robust seed=0,1
+    run ablation/inputs "$settings" defense=feddefender_robust defense.inputs=noise seed=0,1
+    run ablation/fingerprint "$settings" defense=feddefender_robust \
+        defense.fingerprint=continuous,boolean seed=0,1
+    run ablation/memory "$settings" defense=feddefender_robust defense.memory_decay=0 seed=0,1
+    run ablation/cap "$settings" defense=feddefender_robust defense.cap_examples=null seed=0,1
 }
 report() {
     python -m fedlight.report "$DIR/paper" --out docs/results/paper
     python -m fedlight.report "$DIR/noattack" --out docs/results/noattack
     python -m fedlight.report "$DIR/harder" --out docs/results/harder
+    if [ -d "$DIR/ablation" ]; then
+        python -m fedlight.report "$DIR/ablation" --out docs/results/ablation
+    fi
 }
 
 if [ $# -eq 0 ]; then
-    set -- paper_mnist paper_fmnist paper_fmnist_subset noattack harder report
+    set -- paper_mnist noattack paper_fmnist paper_fmnist_subset harder report
 fi
 for chunk in "$@"; do
     "$chunk"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedlight.report import main, report
+from fedlight.report import defense_label, main, report
 
 
 def fake_run(
@@ -161,3 +161,17 @@ def test_cli_without_runs_fails_in_one_line(tmp_path, capsys):
 def test_cli_default_out_is_inside_the_sweep(study, capsys):
     assert main([str(study)]) == 0
     assert (study / "report" / "table.md").is_file()
+
+
+def test_overridden_defence_keys_name_their_own_cell():
+    robust = {"_target_": "fedlight.defenses.RobustFedDefender", "memory_decay": 0.75}
+    choices = {"defense": "feddefender_robust"}
+    assert defense_label({"defense": robust}, choices) == "feddefender_robust"
+    ablated = {**robust, "memory_decay": 0, "cap_examples": None, "remote": False}
+    assert (
+        defense_label({"defense": ablated}, choices)
+        == "feddefender_robust [memory_decay=0, cap_examples=null]"
+    )
+    # Keys null in the shipped file are resolved at run time, not overrides.
+    krum = {"_target_": "fedlight.defenses.Krum", "num_malicious_nodes": 1}
+    assert defense_label({"defense": krum}, {"defense": "krum"}) == "krum"

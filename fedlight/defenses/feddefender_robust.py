@@ -176,7 +176,7 @@ class RobustFedDefender(DefenseStrategy):
         z_cut: float = 4.0,
         steps: int = 15,
         lr: float = 0.1,
-        memory_decay: float = 0.8,
+        memory_decay: float = 0.75,
         cap_examples: float | None = 2.0,
         na_t: float = 0.0,
         num_attackers: int | None = None,
