@@ -97,7 +97,7 @@ def quiet_libraries() -> None:
 
 
 # Keys that may change between a run and its resumption without changing results.
-_RESUMABLE_KEYS = ("resume", "wandb", "simulation", "faults", "name")
+_RESUMABLE_KEYS = ("resume", "wandb", "simulation", "faults", "name", "skip_finished")
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
@@ -227,6 +227,27 @@ def prepare_experiment(cfg: DictConfig) -> Experiment:
     )
     attack: Attack = instantiate(cfg.attack)
     return Experiment(data=data, partitions=partitions, attack=attack)
+
+
+def finished_results(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any] | None:
+    """With ``skip_finished``, the results of this very config already finished in
+    ``out_dir`` (a sweep rerun into the same folder resumes instead of redoing).
+
+    A finished run of another config there is never overwritten: that is an error.
+    """
+    out_dir = Path(out_dir)
+    results, config = out_dir / "results.json", out_dir / "config.yaml"
+    if not cfg.get("skip_finished") or cfg.get("resume") or not results.is_file():
+        return None
+    if not config.is_file() or (
+        config_fingerprint(OmegaConf.load(config)) != config_fingerprint(cfg)
+    ):
+        raise ConfigError(
+            f"skip_finished=true is not allowed here: {out_dir} holds a finished run "
+            "of another config (give the sweep its own hydra.sweep.dir)"
+        )
+    log.info("already finished: %s (skip_finished=true)", out_dir)
+    return json.loads(results.read_text())
 
 
 def open_run_dir(
@@ -379,6 +400,9 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     started = time.perf_counter()
     quiet_libraries()
     check_config(cfg)
+    done = finished_results(cfg, out_dir)
+    if done is not None:
+        return done
     out_dir, resumed = open_run_dir(cfg, out_dir)
     exp = prepare_experiment(cfg)
     plan = build_plan(cfg, exp, out_dir, resumed)

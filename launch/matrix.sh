@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DIR=${MATRIX_DIR:-multirun}
-COMMON=(wandb.mode=offline)
+COMMON=(wandb.mode=offline skip_finished=true)  # a rerun resumes the sweep
 
 run() {  # run SWEEP_NAME ARGS... : one multirun into $DIR/SWEEP_NAME
     local name=$1
