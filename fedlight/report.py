@@ -48,14 +48,26 @@ DEFENSE_ORDER = (
     "feddefender",
     "feddefender_robust",
 )
-METRICS = ("accuracy", "asr", "max_asr", "precision", "recall", "fpr", "seconds")
+METRICS = (
+    "accuracy",
+    "asr",
+    "max_asr",
+    "max_asr_after_1",
+    "precision",
+    "recall",
+    "fpr",
+    "defense_seconds",
+    "seconds",
+)
 HEADERS = {
     "accuracy": "final clean acc.",
     "asr": "final ASR",
     "max_asr": "max ASR",
+    "max_asr_after_1": "max ASR r≥2",
     "precision": "precision",
     "recall": "recall",
     "fpr": "FPR",
+    "defense_seconds": "defence s/round",
     "seconds": "wall time (s)",
 }
 
@@ -195,9 +207,13 @@ def load_run(results_path: Path) -> Run | None:
         "accuracy": rounds[-1].get("accuracy"),
         "asr": rounds[-1].get("asr"),
         "max_asr": max((a for a in asr_curve if a is not None), default=None),
+        "max_asr_after_1": max(
+            (a for a in asr_curve[1:] if a is not None), default=None
+        ),
         "precision": _mean_defined(r.get("precision") for r in rounds),
         "recall": _mean_defined(r.get("recall") for r in rounds),
         "fpr": _mean_defined(r.get("fpr") for r in rounds),
+        "defense_seconds": _mean_defined(r.get("defense_seconds") for r in rounds),
         "seconds": results.get("seconds"),
     }
     dataset = config.get("dataset") or {}
@@ -285,7 +301,7 @@ def summarise(runs: list[Run]) -> list[Row]:
 def _cell(mean: float | None, std: float | None, metric: str) -> str:
     if mean is None:
         return "–"
-    spec = ".0f" if metric == "seconds" else ".3f"
+    spec = {"seconds": ".0f", "defense_seconds": ".2f"}.get(metric, ".3f")
     text = format(mean, spec)
     if std is not None:
         text += " ± " + format(std, spec)
@@ -369,7 +385,10 @@ def caption(runs: list[Run]) -> str:
         "attack has no target. Precision / recall / FPR: each run's mean over the "
         "rounds where defined (flagged or excluded clients against the round's "
         "attackers); – for defences that exclude no whole client. With no attack "
-        "only the FPR is defined, and it is what counts.",
+        "only the FPR is defined, and it is what counts. Max ASR r≥2: the highest "
+        "ASR after round 1. Defence s/round: the server-side defence's mean wall "
+        "time per round; wall time: the whole run, Ray start-up included (both "
+        "depend on what else the machine was running).",
     ]
     capped = sorted(
         {(r.experiment, r.dataset, r.train_samples) for r in runs if r.train_samples}

@@ -96,6 +96,7 @@ def test_table_means_and_spreads_over_seeds(study, tmp_path):
     assert none.std["accuracy"] == pytest.approx(0.1414, abs=1e-4)
     assert none.mean["asr"] == pytest.approx(0.8)  # final ASR 0.7 and 0.9
     assert none.mean["max_asr"] == pytest.approx(0.9)  # max 0.9 and 0.9
+    assert none.mean["max_asr_after_1"] == pytest.approx(0.8)  # 0.7 and 0.9
     assert none.mean["fpr"] is None and none.std["fpr"] is None
     # Krum FPR: run means ignoring nulls, 0.5 and 0.2, then over seeds.
     assert krum.mean["fpr"] == pytest.approx(0.35)
@@ -149,7 +150,7 @@ def test_subsampled_and_no_attack_settings_are_separate_and_captioned(tmp_path):
     }
     table = (tmp_path / "out" / "table.md").read_text()
     assert "1000-image subset of mnist" in table
-    assert "| krum | 1 | 0.900 | – | – | – | 1.000 | 0.250 |" in table
+    assert "| krum | 1 | 0.900 | – | – | – | – | 1.000 | 0.250 | – |" in table
 
 
 def test_cli_without_runs_fails_in_one_line(tmp_path, capsys):
