@@ -34,5 +34,20 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def _configs_installed() -> bool:
+    """``configs/`` is shipped as ``fedlight.configs`` by the install; a source tree
+    that was never installed has no such package and Hydra's error would not say so."""
+    import importlib.util
+
+    return importlib.util.find_spec("fedlight.configs") is not None
+
+
 if __name__ == "__main__":
+    if not _configs_installed():
+        print(
+            "fedlight: error: the package fedlight.configs is not installed; "
+            'run `pip install -e ".[dev]"` in the checkout first',
+            file=sys.stderr,
+        )
+        sys.exit(2)
     main()
