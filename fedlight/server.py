@@ -221,10 +221,25 @@ def run_round(
         "clients": client_metrics,
         "train_seconds": train_seconds,
         "defense_seconds": report.seconds,
+        "defense_details": plain(report.details),
         "eval_seconds": eval_seconds,
         "seconds": time.perf_counter() - start,
     }
     return arrays, record
+
+
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays as Python numbers and lists, so a
+    defence's details go into ``results.json`` as they are."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
 
 
 def make_server_app(plan: ServerPlan) -> ServerApp:

@@ -1,4 +1,4 @@
-"""The documented study in small: a Hydra multirun over two defences through the
+"""The documented study in small: a Hydra multirun over three defences through the
 real stack, then ``python -m fedlight.report`` over its folder."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_smoke_multirun_then_report(tmp_path, data_root, ray_tmp):
             "fedlight.run",
             "-m",
             *SMOKE,
-            "defense=none,krum",
+            "defense=none,krum,feddefender_robust",
             f"simulation.ray_temp_dir={ray_tmp}",
             f"hydra.sweep.dir={sweep}",
         ],
@@ -41,6 +41,13 @@ def test_smoke_multirun_then_report(tmp_path, data_root, ray_tmp):
     for r in krum["rounds"]:
         assert len(r["flagged"]) == 3, "Krum keeps one of four clients"
         assert r["recall"] in (0.0, 1.0) and r["fpr"] is not None
+        (kept,) = r["defense_details"]["selected"]
+        assert kept not in r["flagged"]
+    robust = json.loads((sweep / "2" / "results.json").read_text())
+    for r in robust["rounds"]:  # scored in the defender's Ray actor
+        assert set(r["malicious_confidence"]) == {"0", "1", "2", "3"}
+        assert set(r["defense_details"]["statistic"]) == {"0", "1", "2", "3"}
+        assert r["defense_seconds"] > 0
 
     proc = subprocess.run(
         [sys.executable, "-m", "fedlight.report", str(sweep), "--out", str(out)],
@@ -55,7 +62,7 @@ def test_smoke_multirun_then_report(tmp_path, data_root, ray_tmp):
     assert "400-image subset of mnist" in table
     with (out / "table.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [r["defense"] for r in rows] == ["none", "krum"]
+    assert [r["defense"] for r in rows] == ["none", "krum", "feddefender_robust"]
     assert rows[0]["precision_mean"] == "" and rows[1]["fpr_mean"] != ""
     assert float(rows[1]["accuracy_mean"]) == pytest.approx(krum["final"]["accuracy"])
     (png,) = out.glob("*.png")

@@ -18,7 +18,7 @@ _SKIPPED_CLIENT_METRICS = ("partition-id",)  # already the key of the client
 _KNOWN_KEYS = {
     "round", "accuracy", "loss", "asr", "precision", "recall", "fpr", "flagged",
     "malicious_confidence", "participants", "failures", "rejected", "clients",
-    "train_seconds", "defense_seconds", "eval_seconds", "seconds",
+    "train_seconds", "defense_seconds", "defense_details", "eval_seconds", "seconds",
 }  # fmt: skip
 
 
