@@ -15,6 +15,7 @@ from fedlight.attacks.broken import KINDS as BROKEN_KINDS
 from fedlight.data import DATASETS, PARTITIONS
 from fedlight.defenses.feddefender_robust import FINGERPRINTS as ROBUST_FINGERPRINTS
 from fedlight.defenses.feddefender_robust import INPUTS as ROBUST_INPUTS
+from fedlight.defenses.feddefender_robust import REFERENCES as ROBUST_REFERENCES
 from fedlight.defenses.fingerprint import ENGINES
 from fedlight.defenses.normclip import VARIANTS as NORMCLIP_VARIANTS
 from fedlight.models import MODELS
@@ -196,6 +197,8 @@ def check_config(cfg: DictConfig) -> None:
         _one_of(cfg, "defense.fingerprint", ROBUST_FINGERPRINTS)
     if "inputs" in defense:
         _one_of(cfg, "defense.inputs", ROBUST_INPUTS)
+    if "reference" in defense:
+        _one_of(cfg, "defense.reference", ROBUST_REFERENCES)
     if "z_cut" in defense:
         _number_in(cfg, "defense.z_cut", 0.0, open_low=True)
     if "steps" in defense:

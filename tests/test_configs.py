@@ -93,6 +93,7 @@ BAD = [
     (["defense.theta=-0.1"], "defense.theta"),
     (["defense=feddefender_robust", "defense.fingerprint=bool"], "defense.fingerprint"),
     (["defense=feddefender_robust", "defense.inputs=images"], "defense.inputs"),
+    (["defense=feddefender_robust", "defense.reference=best"], "defense.reference"),
     (["defense=feddefender_robust", "defense.z_cut=0"], "defense.z_cut"),
     (["defense=feddefender_robust", "defense.steps=-1"], "defense.steps"),
     (["defense=feddefender_robust", "defense.memory_decay=1"], "defense.memory_decay"),

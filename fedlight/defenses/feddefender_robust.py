@@ -9,8 +9,11 @@ access to client data; four levers, each switchable for ablation:
   thresholded neurons; ``continuous`` compares real-valued Conv2d/Linear outputs
   with median/MAD statistics over the clients; ``disagreement`` (default)
   searches, per client, inputs on which its predictions differ most from the
-  global model's (a backdoor is exactly such a shortcut) and compares the
-  KL divergence reached, again with median/MAD. The two robust fingerprints give
+  reference model's (a backdoor is exactly such a shortcut) and compares the
+  KL divergence reached, again with median/MAD. ``reference`` is the global
+  model, the round's clients' own average, or ``auto``: the average in round 1,
+  when the global model is still the random initial one, the global model after.
+  The two robust fingerprints give
   a z-score ``z``; confidence is ``z / (2 z_cut)`` clipped to [0, 1], so a client
   is flagged (confidence > ``theta`` = 0.5) when ``z > z_cut``.
 - ``memory_decay``: suspicion carried over rounds, ``s = max(c, decay * s_prev)``,
@@ -56,6 +59,7 @@ from fedlight.models import build_model
 from fedlight.seeding import derive_seed
 
 INPUTS = ("noise", "class_impressions")
+REFERENCES = ("auto", "global", "mean")
 FINGERPRINTS = ("disagreement", "continuous", "boolean")
 
 State = Mapping[str, torch.Tensor]
@@ -79,8 +83,17 @@ class RobustJob:
     lr: float
     na_t: float
     num_attackers: int
+    reference: str = "global"
     device: str = "cpu"
     num_threads: int | None = None
+
+
+def mean_state(states: Sequence[State]) -> dict[str, torch.Tensor]:
+    """The unweighted average of the client models, in their dtypes."""
+    return {
+        key: torch.stack([s[key].double() for s in states]).mean(0).to(value.dtype)
+        for key, value in states[0].items()
+    }
 
 
 def run_robust_job(
@@ -127,9 +140,10 @@ def run_robust_job(
         z = outlier_scores(features)
     else:
         bounds = ((0.0 - job.mean) / job.std, (1.0 - job.mean) / job.std)
+        reference = global_state if job.reference == "global" else mean_state(states)
         kl = disagreement(
             model,
-            global_state,
+            reference,
             states,
             inputs,
             bounds,
@@ -176,6 +190,7 @@ class RobustFedDefender(DefenseStrategy):
         z_cut: float = 4.0,
         steps: int = 15,
         lr: float = 0.1,
+        reference: str = "auto",
         memory_decay: float = 0.75,
         cap_examples: float | None = 2.0,
         na_t: float = 0.0,
@@ -187,11 +202,16 @@ class RobustFedDefender(DefenseStrategy):
         super().__init__(inner, context)
         if inputs not in INPUTS:
             raise ValueError(f"inputs={inputs!r} is not one of {', '.join(INPUTS)}")
+        if reference not in REFERENCES:
+            raise ValueError(
+                f"reference={reference!r} is not one of {', '.join(REFERENCES)}"
+            )
         if fingerprint not in FINGERPRINTS:
             raise ValueError(
                 f"fingerprint={fingerprint!r} is not one of {', '.join(FINGERPRINTS)}"
             )
         self.theta = theta
+        self.reference = reference
         self.memory_decay = memory_decay
         self.cap_examples = cap_examples
         self.num_attackers = num_attackers or max(1, context.num_attackers)
@@ -217,10 +237,20 @@ class RobustFedDefender(DefenseStrategy):
         )
 
     def job_for_round(self, server_round: int, num_clients: int) -> RobustJob:
-        """The round's job, its inputs seeded by (seed, round)."""
+        """The round's job, its inputs seeded by (seed, round).
+
+        ``reference="auto"`` compares clients with their own average in round 1,
+        when the global model is still the random initial one that every client
+        has moved far from, and with the global model after.
+        """
         seed = derive_seed(self.context.seed, "feddefender-robust-inputs", server_round)
         attackers = min(self.num_attackers, max(num_clients - 1, 0))
-        return replace(self.job, seed=seed, num_attackers=attackers)
+        reference = self.reference
+        if reference == "auto":
+            reference = "mean" if server_round == 1 else "global"
+        return replace(
+            self.job, seed=seed, num_attackers=attackers, reference=reference
+        )
 
     def warm_up(self) -> None:
         if self.remote is not None and ray_running():

@@ -16,7 +16,7 @@ from updates import make_replies
 from fedlight.attacks import Backdoor
 from fedlight.data.prepare import load_dataset
 from fedlight.defenses import DefenseContext, RobustFedDefender
-from fedlight.defenses.feddefender_robust import cap_counts, remember
+from fedlight.defenses.feddefender_robust import cap_counts, mean_state, remember
 from fedlight.defenses.robust_fingerprint import (
     activation_features,
     activation_features_loop,
@@ -130,9 +130,9 @@ def test_odd_client_is_flagged_and_remembered(fingerprint):
     first = _screen(defense, 1, perturbed(6, odd_one=4))
     assert first.flagged == ["4"] and first.confidence["4"] == 1.0
     assert all(first.weights[c] > 0 for c in "01235")
-    # Next round client 4 looks like the others; memory keeps it out (1.0 x 0.8).
+    # Next round client 4 looks like the others; memory keeps it out (1.0 x 0.75).
     second = _screen(defense, 2, perturbed(6, odd_one=None, seed=1))
-    assert second.flagged == ["4"] and second.confidence["4"] == pytest.approx(0.8)
+    assert second.flagged == ["4"] and second.confidence["4"] == pytest.approx(0.75)
     # Without memory the same round lets it back in.
     forgetful = RobustFedDefender(
         FedAvg(), CTX, fingerprint=fingerprint, steps=5, memory_decay=0.0, remote=False
@@ -252,3 +252,33 @@ def test_robust_z_is_signed():
     z = robust_z(torch.tensor([0.0, 1.0, 1.1, 0.9, 1.0, 9.0]))
     assert z[5] > 10 and z[0] < -5 and z[1] == 0.0
     assert torch.equal(robust_z(torch.tensor([1.0, 5.0])), torch.zeros(2))
+
+
+def test_round_one_compares_clients_with_their_own_average():
+    """In round 1 the global model is the random initial one: every client is far
+    from it, so ``auto`` (and ``mean``) compare with the clients' average."""
+    models = perturbed(6, odd_one=4)
+    torch.manual_seed(99)
+    initial = build_model("convnet").state_dict()
+
+    def round_one(reference: str) -> list[str]:
+        defense = RobustFedDefender(
+            FedAvg(), CTX, reference=reference, steps=5, remote=False
+        )
+        defense.global_arrays = ArrayRecord(initial)
+        defense.aggregate_train(1, make_replies(models))
+        return defense.last_report.flagged
+
+    assert round_one("auto") == round_one("mean") == ["4"]
+    defense = RobustFedDefender(FedAvg(), CTX, remote=False)
+    assert defense.job_for_round(1, 6).reference == "mean"
+    assert defense.job_for_round(2, 6).reference == "global"
+
+
+def test_mean_state_keeps_dtypes():
+    states = [
+        {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(2)},
+        {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(4)},
+    ]
+    mean = mean_state(states)
+    assert mean["w"].tolist() == [2.0, 4.0] and mean["n"].dtype == torch.int64
