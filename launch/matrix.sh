@@ -5,7 +5,7 @@
 #                                    # paper_fmnist, harder, paper_fmnist_subset,
 #                                    # ablation, report)
 # The default runs every chunk but ablation: 105 jobs, about 2.5 h on 2 cores;
-# ablation is 112 more (about 4 h, most of it the full Fashion-MNIST runs).
+# ablation is 128 more (about 5 h, most of it the full Fashion-MNIST runs).
 # Each chunk writes its own sweep folder under multirun/ (MATRIX_DIR), so a chunk that
 # fails loses only its own jobs; `report` reads whatever finished. Set FEDLIGHT_DATA
 # to the folder holding mnist/ and fashion-mnist/.
@@ -58,6 +58,8 @@ ablation() {  # the robust FedDefender's levers, each off in turn, beside the pa
         defense.fingerprint=continuous,boolean seed=0,1
     run ablation/memory "$settings" defense=feddefender_robust defense.memory_decay=0 seed=0,1
     run ablation/cap "$settings" defense=feddefender_robust defense.cap_examples=null seed=0,1
+    run ablation/reference "$settings" defense=feddefender_robust defense.reference=global \
+        seed=0,1
 }
 report() {
     python -m fedlight.report "$DIR/paper" --out docs/results/paper
