@@ -2,9 +2,9 @@
 # The comparison tables of docs/results/, one Hydra multirun per chunk, then reports.
 #   bash launch/matrix.sh            # every chunk, in the order below
 #   bash launch/matrix.sh noattack   # chosen chunks (paper_mnist, noattack, robust_mnist,
-#                                    # paper_fmnist, harder, paper_fmnist_subset,
-#                                    # ablation, report)
-# The default runs every chunk but ablation: 105 jobs, about 2.5 h on 2 cores;
+#                                    # paper_fmnist, robust_fmnist, harder,
+#                                    # paper_fmnist_subset, ablation, report)
+# The default runs every chunk but ablation: 109 jobs, about 3 h on 2 cores;
 # ablation is 128 more (about 5 h, most of it the full Fashion-MNIST runs).
 # Each chunk writes its own sweep folder under multirun/ (MATRIX_DIR), so a chunk that
 # fails loses only its own jobs; `report` reads whatever finished. Set FEDLIGHT_DATA
@@ -28,6 +28,9 @@ paper_mnist() {  # the paper's MNIST settings (the local 7,996-image subset), 7 
 }
 robust_mnist() {  # the robust FedDefender in the paper's MNIST settings (same table)
     run paper/robust_mnist '+experiment=mnist_20,mnist_30' defense=feddefender_robust seed=0,1
+}
+robust_fmnist() {  # the robust FedDefender in the paper's FMNIST settings, full data
+    run paper/robust_fmnist '+experiment=fmnist_20,fmnist_30' defense=feddefender_robust seed=0,1
 }
 paper_fmnist() {  # the paper's FMNIST settings on the full data: FedAvg, NormClip, FedDefender
     run paper/fmnist '+experiment=fmnist_20,fmnist_30' \
@@ -71,7 +74,8 @@ report() {
 }
 
 if [ $# -eq 0 ]; then
-    set -- paper_mnist noattack robust_mnist paper_fmnist harder paper_fmnist_subset report
+    set -- paper_mnist noattack robust_mnist paper_fmnist robust_fmnist harder \
+        paper_fmnist_subset report
 fi
 for chunk in "$@"; do
     "$chunk"

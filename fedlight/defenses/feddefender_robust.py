@@ -187,7 +187,7 @@ class RobustFedDefender(DefenseStrategy):
         num_inputs: int = 20,
         inputs: str = "class_impressions",
         fingerprint: str = "disagreement",
-        z_cut: float = 4.0,
+        z_cut: float = 5.0,
         steps: int = 15,
         lr: float = 0.1,
         reference: str = "auto",
