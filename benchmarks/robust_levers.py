@@ -102,8 +102,17 @@ def collect(setting: str, rounds: int, cache: Path, seed: int) -> list[Path]:
     return paths
 
 
-def score(path: Path, fingerprint: str, inputs: str) -> dict[str, object]:
-    """One lever pair on one round's states: who is flagged, and the statistics."""
+Z_CUT = 5.0  # the shipped default (configs/defense/feddefender_robust.yaml)
+
+
+def score(
+    path: Path, fingerprint: str, inputs: str, server_round: int
+) -> dict[str, object]:
+    """One lever pair on one round's states: who is flagged, and how long it took.
+
+    The disagreement's reference follows ``reference=auto``: the clients' average
+    in round 1, the global model after.
+    """
     saved = torch.load(path)
     ids = sorted(saved["states"])
     states = [saved["states"][c] for c in ids]
@@ -118,11 +127,12 @@ def score(path: Path, fingerprint: str, inputs: str) -> dict[str, object]:
         num_inputs=10 if fingerprint == "boolean" else 20,  # the paper's K
         inputs=inputs,
         fingerprint=fingerprint,
-        z_cut=4.0,
+        z_cut=Z_CUT,
         steps=15,
         lr=0.1,
         na_t=0.0,
         num_attackers=len(malicious),
+        reference="mean" if server_round == 1 else "global",
         num_threads=1,
     )
     start = time.perf_counter()
@@ -152,12 +162,16 @@ def main(argv: list[str] | None = None) -> int:
         paths = collect(setting, args.rounds, args.cache, args.seed)
         for fingerprint in FINGERPRINTS:
             for inputs in INPUTS:
-                per_round = [score(p, fingerprint, inputs) for p in paths]
-                later = per_round[1:]  # round 1 scores against a random global model
+                per_round = [
+                    score(p, fingerprint, inputs, r) for r, p in enumerate(paths, 1)
+                ]
+                later = per_round[1:]
                 row = {
                     "setting": setting,
                     "fingerprint": fingerprint,
                     "inputs": inputs,
+                    "recall": sum(r["recall"] for r in per_round) / len(per_round),
+                    "false_flags": sum(r["false_flags"] for r in per_round),
                     "recall_r2_on": sum(r["recall"] for r in later) / len(later),
                     "false_flags_r2_on": sum(r["false_flags"] for r in later),
                     "seconds_per_round": sorted(r["seconds"] for r in per_round)[
@@ -168,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(
                     f"{setting:34s} {fingerprint:13s} {inputs:18s} "
-                    f"recall(r>=2) {row['recall_r2_on']:.2f}  "
-                    f"benign flags(r>=2) {row['false_flags_r2_on']:2d}  "
+                    f"recall {row['recall']:.2f} (r>=2 {row['recall_r2_on']:.2f})  "
+                    f"benign flags {row['false_flags']:2d} "
+                    f"(r>=2 {row['false_flags_r2_on']:2d})  "
                     f"{row['seconds_per_round']:.2f} s/round",
                     flush=True,
                 )
@@ -178,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "seed": args.seed,
         "threads": 1,
-        "note": "clean trajectory; z_cut 4, K 20 (boolean: 10), 15 search steps",
+        "note": "clean trajectory; z_cut 5, K 20 (boolean: 10), 15 search steps, "
+        "disagreement against the clients' average in round 1",
         "rows": rows,
     }
     args.out.write_text(json.dumps(payload, indent=2))
