@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_module
 
-from fedlight.client import client_data
 from fedlight.defenses.feddefender_robust import (
     FINGERPRINTS,
     INPUTS,
@@ -36,8 +35,7 @@ from fedlight.defenses.feddefender_robust import (
     run_robust_job,
 )
 from fedlight.models import build_model
-from fedlight.reference import fedavg, train_client
-from fedlight.seeding import derive_seed
+from fedlight.reference import fedavg, train_clients
 from fedlight.simulate import prepare_experiment
 
 HERE = Path(__file__).resolve().parent
@@ -62,27 +60,15 @@ def collect(setting: str, rounds: int, cache: Path, seed: int) -> list[Path]:
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
     spec = exp.client_spec(cfg, exp.bundle(), num_threads=1)
     cache.mkdir(parents=True, exist_ok=True)
+    chosen = list(range(cfg.num_clients))
+    tensors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for r, path in enumerate(paths, start=1):
         start = time.perf_counter()
-        states, counts = {}, {}
-        for cid in range(cfg.num_clients):
-            x, y = client_data(spec, cid)
-            shuffle = torch.Generator().manual_seed(
-                derive_seed(cfg.seed, "shuffle", cid, r)
-            )
-            state, _ = train_client(
-                model,
-                global_state,
-                x,
-                y,
-                epochs=cfg.client.epochs,
-                lr=cfg.client.lr,
-                batch_size=cfg.client.batch_size,
-                optimizer=cfg.client.optimizer,
-                generator=shuffle,
-            )
-            states[cid] = exp.attack.tamper(cid, global_state, state)
-            counts[cid] = exp.attack.reported_examples(cid, len(y))
+        trained, fits = train_clients(
+            cfg, spec, model, global_state, exp.attack, chosen, r, tensors
+        )
+        states = {int(c): state for c, state in trained.items()}
+        counts = {int(c): fit["num-examples"] for c, fit in fits.items()}
         torch.save(
             {
                 "global": global_state,

@@ -139,6 +139,49 @@ def feddefender_weights(
     return flagged, weights
 
 
+def train_clients(
+    cfg: DictConfig,
+    spec: Any,
+    model: nn.Module,
+    global_state: State,
+    attack: Attack,
+    chosen: list[int],
+    server_round: int,
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[dict[str, State], dict[str, dict[str, float]]]:
+    """One round of local training for ``chosen``, in partition order: each
+    client's (tampered) state and fit metrics, keyed by its id as a string.
+
+    ``cache`` keeps each client's poisoned tensors across rounds.
+    """
+    states: dict[str, State] = {}
+    clients: dict[str, dict[str, float]] = {}
+    for cid in chosen:
+        if cid not in cache:
+            cache[cid] = client_data(spec, cid)
+        x, y = cache[cid]
+        shuffle = torch.Generator().manual_seed(
+            derive_seed(cfg.seed, "shuffle", cid, server_round)
+        )
+        state, metrics = train_client(
+            model,
+            global_state,
+            x,
+            y,
+            epochs=cfg.client.epochs,
+            lr=cfg.client.lr,
+            batch_size=cfg.client.batch_size,
+            optimizer=cfg.client.optimizer,
+            generator=shuffle,
+        )
+        states[str(cid)] = attack.tamper(cid, global_state, state)
+        metrics["train-examples"] = float(len(y))
+        metrics["num-examples"] = attack.reported_examples(cid, len(y))
+        metrics["partition-id"] = float(cid)
+        clients[str(cid)] = metrics
+    return states, clients
+
+
 def run_reference(cfg: DictConfig, num_threads: int | None = None) -> dict[str, Any]:
     """Run the experiment ``cfg`` in one plain loop; return results like simulate's.
 
@@ -194,31 +237,9 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
         chosen = sample_clients(
             cfg.seed, server_round, cfg.num_clients, cfg.clients_per_round
         )
-        states: dict[str, State] = {}
-        clients: dict[str, dict[str, float]] = {}
-        for cid in chosen:
-            if cid not in client_tensors:
-                client_tensors[cid] = client_data(spec, cid)
-            x, y = client_tensors[cid]
-            shuffle = torch.Generator().manual_seed(
-                derive_seed(cfg.seed, "shuffle", cid, server_round)
-            )
-            state, metrics = train_client(
-                model,
-                global_state,
-                x,
-                y,
-                epochs=cfg.client.epochs,
-                lr=cfg.client.lr,
-                batch_size=cfg.client.batch_size,
-                optimizer=cfg.client.optimizer,
-                generator=shuffle,
-            )
-            states[str(cid)] = attack.tamper(cid, global_state, state)
-            metrics["train-examples"] = float(len(y))
-            metrics["num-examples"] = attack.reported_examples(cid, len(y))
-            metrics["partition-id"] = float(cid)
-            clients[str(cid)] = metrics
+        states, clients = train_clients(
+            cfg, spec, model, global_state, attack, chosen, server_round, client_tensors
+        )
         train_seconds = time.perf_counter() - start
 
         rejected = screen_updates(

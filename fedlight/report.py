@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
 import math
@@ -145,15 +146,19 @@ _EXECUTION_KEYS = frozenset(
 )
 
 
-def _overridden(group: str, name: str, values: dict[str, Any]) -> list[str]:
-    """``key=value`` for each key of the shipped ``group/name.yaml`` that the run
-    set otherwise (keys null in the file are resolved at run time: skipped)."""
+@functools.cache
+def _shipped(group: str, name: str) -> dict[str, Any]:
+    """The shipped ``group/name.yaml`` (read once per report, not once per run)."""
     import fedlight.configs
 
     path = Path(fedlight.configs.__file__).parent / group / f"{name}.yaml"
-    if not path.is_file():
-        return []
-    shipped = yaml.safe_load(path.read_text()) or {}
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def _overridden(group: str, name: str, values: dict[str, Any]) -> list[str]:
+    """``key=value`` for each key of the shipped ``group/name.yaml`` that the run
+    set otherwise (keys null in the file are resolved at run time: skipped)."""
+    shipped = _shipped(group, name)
     changed = []
     for key, default in shipped.items():
         if key.startswith("_") or default is None or key in _EXECUTION_KEYS:

@@ -216,7 +216,6 @@ class RobustFedDefender(DefenseStrategy):
         self.cap_examples = cap_examples
         self.num_attackers = num_attackers or max(1, context.num_attackers)
         self.remote = RemoteDefender(num_cpus, num_gpus) if remote else None
-        self.num_cpus = num_cpus
         self.suspicion: dict[str, float] = {}
         self.job = RobustJob(
             model=context.model,
@@ -270,10 +269,6 @@ class RobustFedDefender(DefenseStrategy):
         """(confidence, raw statistic) per client, on the actor when Ray runs."""
         job = self.job_for_round(server_round, len(states))
         if self.remote is not None and ray_running():
-            import os
-
-            threads = max(1, int(self.num_cpus) or os.cpu_count() or 1)
-            job = replace(job, num_threads=threads)
             return self.remote.call(run_robust_job, job, global_state, states)
         return run_robust_job(job, global_state, states)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -129,13 +129,21 @@ class RemoteDefender:
         import ray
 
         self.start()
-        threads = job.num_threads or max(1, int(self.num_cpus) or os.cpu_count() or 1)
-        job = DefenderJob(**{**job.__dict__, "num_threads": threads})
+        job = self.with_threads(job)
         return ray.get(self._actor.score.remote(job, list(states)))
 
-    def call(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
-        """``fn(*args)`` on the actor (``fn`` a module-level function)."""
+    def call(
+        self, fn: Callable[..., torch.Tensor], job: Any, *args: Any
+    ) -> torch.Tensor:
+        """``fn(job, *args)`` on the actor (``fn`` a module-level function, ``job``
+        a dataclass with ``num_threads``, set here as for :meth:`score`)."""
         import ray
 
         self.start()
-        return ray.get(self._actor.call.remote(fn, *args))
+        return ray.get(self._actor.call.remote(fn, self.with_threads(job), *args))
+
+    def with_threads(self, job: Any) -> Any:
+        """``job`` with its torch thread count: its own, else the actor's CPU
+        share, else every core (a ``num_cpus=0`` actor runs while clients idle)."""
+        threads = job.num_threads or max(1, int(self.num_cpus) or os.cpu_count() or 1)
+        return replace(job, num_threads=threads)

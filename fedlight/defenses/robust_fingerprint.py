@@ -166,26 +166,30 @@ def _median_and_spread(values: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     return med, mad * MAD_TO_SIGMA
 
 
+def _plain_median_spread(values: list[float], eps: float) -> tuple[float, float]:
+    """Lower median (as ``torch.median``) and ``1.4826 MAD + eps``, in plain Python."""
+    middle = (len(values) - 1) // 2
+    med = sorted(values)[middle]
+    mad = sorted(abs(v - med) for v in values)[middle]
+    return med, mad * MAD_TO_SIGMA + eps
+
+
 def outlier_scores_loop(features: Tensor, eps: float = 1e-6) -> Tensor:
     """The oracle of :func:`outlier_scores`, one coordinate and client at a time."""
     clients = features.shape[0]
     flat = features.reshape(clients, -1).double()
     if clients < 3:
         return torch.zeros(clients)
+    columns = [
+        _plain_median_spread(flat[:, j].tolist(), eps) for j in range(flat.shape[1])
+    ]
     scores = []
     for i in range(clients):
         total = 0.0
-        for j in range(flat.shape[1]):
-            column = sorted(flat[:, j].tolist())
-            med = column[(clients - 1) // 2]  # torch.median: the lower middle
-            mad = sorted(abs(v - med) for v in column)[(clients - 1) // 2]
-            spread = mad * MAD_TO_SIGMA + eps
+        for j, (med, spread) in enumerate(columns):
             total += min(abs(float(flat[i, j]) - med) / spread, MAX_DEVIATION)
         scores.append(total / flat.shape[1])
-    ordered = sorted(scores)
-    med = ordered[(clients - 1) // 2]
-    mad = sorted(abs(s - med) for s in scores)[(clients - 1) // 2]
-    spread = mad * MAD_TO_SIGMA + eps
+    med, spread = _plain_median_spread(scores, eps)
     return torch.tensor([(s - med) / spread for s in scores], dtype=torch.float32)
 
 
