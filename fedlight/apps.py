@@ -121,6 +121,9 @@ def _show_fedlight_logs() -> None:
 
 
 server_app = ServerApp()
+# A round's replies are polled from the SuperLink over the network: 10 polls a
+# second, where Flower's own loop sleeps 3 s between polls.
+DEPLOYMENT_POLL_S = 0.1
 
 
 @server_app.main()
@@ -134,6 +137,7 @@ def server_main(grid: Grid, context: Context) -> None:
     log.info("run %s: writing to %s", context.run_id, out_dir.resolve())
     exp = prepare_experiment(cfg)
     plan = build_plan(cfg, exp, out_dir, resumed)
+    plan.poll_s = DEPLOYMENT_POLL_S
     tracker = make_tracker(cfg, out_dir)
     track_rounds(cfg, plan, tracker)
     run_rounds(grid, plan)
