@@ -48,7 +48,14 @@ def test_collects_every_reply_soon_after_the_last_arrives() -> None:
     took = time.monotonic() - start
     assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2"]
     assert 0.12 <= took < 0.3  # Flower's in-memory loop: up to 0.22, deployed: 3.12
-    assert grid.polls >= 6  # it polled while waiting, not once after a long sleep
+    # it polled while waiting (every 0.03, 0.02, then 0.01 s), not after one long sleep
+    assert grid.polls >= 6
+
+
+def test_polls_less_often_while_many_replies_are_out() -> None:
+    grid = TimedGrid({n: 0.25 for n in range(20)})
+    send_and_receive(grid, messages(list(range(20))), timeout=5.0, poll_s=0.01)
+    assert 3 <= grid.polls <= 5  # every 0.1 s (ten times poll_s), not every 0.01 s
 
 
 def test_gives_up_on_a_silent_node_at_the_timeout() -> None:
