@@ -82,7 +82,9 @@ def client_data(spec: ClientSpec, client_id: int) -> tuple[torch.Tensor, torch.T
 def quiet_lightning() -> None:
     """Silence Lightning's per-fit banners and known deprecation noise."""
     for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logger = logging.getLogger(name)
+        if logger.level != logging.WARNING:  # setLevel clears every logger's cache
+            logger.setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*litlogger.*")
     # Lightning 2.6 + torch 2.14 warn on every batch about LeafSpec; the warning
     # machinery alone costs ~25% of a tiny model's training time.
