@@ -40,7 +40,7 @@ CATEGORIES = [
     ("evaluation", re.compile(r"\(fedlight/evaluation\.py")),
     ("defence", re.compile(r"\(fedlight/defenses/")),
     ("lightning loop", re.compile(r"\((pytorch_lightning|lightning_fabric)/")),
-    ("ray start/stop", re.compile(r"\(ray/_private/(worker|node|services)\.py")),
+    ("ray start/stop", re.compile(r"^(init|shutdown) \(ray/_private/worker\.py")),
     ("flower", re.compile(r"\(flwr/")),
     ("ray", re.compile(r"\(ray/")),
 ]
@@ -49,12 +49,12 @@ CATEGORIES = [
 def role(process: str, frames: set[str]) -> str:
     """A process's part in the run: a Ray worker by the code it ran (py-spy
     sees its command line from before Ray renames it), others by command line."""
-    if any("fedlight/defenses/remote.py" in f for f in frames):
+    if any("fedlight/defenses/" in f for f in frames):
         return "defender actor"
     if any("ray_transport/ray_actor.py" in f for f in frames):
         return "client actor"
     for key, name in (
-        ("default_worker", "idle Ray worker"),
+        ("default_worker", "other Ray worker"),
         ("dashboard", "Ray dashboard/agents"),
         ("runtime_env", "Ray dashboard/agents"),
         ("monitor", "Ray monitors"),
@@ -69,6 +69,8 @@ def role(process: str, frames: set[str]) -> str:
 def category(frames: list[str]) -> str:
     """What the stack was doing: the first category whose pattern matches a
     frame, scanning from the innermost frame; imports win wherever they are."""
+    if not frames:
+        return "native (no Python frame)"
     if any(CATEGORIES[0][1].search(f) for f in frames):
         return "import"
     for name, pattern in CATEGORIES[1:]:
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         loadavg=os.getloadavg(),
         date=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
-    width = max(len(c) for c in ("category", *(n for n, _ in CATEGORIES), "other"))
+    width = max(len(c) for c in (*(n for n, _ in CATEGORIES), "native (no Python frame)"))
     took = "" if wall is None else f": {wall:.1f} s wall"
     print(f"{args.experiment}, {args.rounds} rounds{took} (CPU seconds below)")
     for who, cats in report["cpu_s"].items():

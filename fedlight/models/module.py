@@ -16,6 +16,9 @@ class TensorBatches:
 
     Slicing a permuted tensor per batch avoids a DataLoader's per-sample
     indexing and collation: the data is already decoded, resized and normalised.
+    A partition up to ``gather_limit_bytes`` is permuted with one gather per
+    epoch and its batches are views (a gather per batch costs ~0.07 ms, a third
+    of Lightning's time between batches); a larger one is gathered per batch.
     """
 
     def __init__(
@@ -25,23 +28,32 @@ class TensorBatches:
         batch_size: int,
         generator: torch.Generator | None = None,
         shuffle: bool = True,
+        gather_limit_bytes: int = 256 * 2**20,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.generator = generator
         self.shuffle = shuffle
+        self.gather_limit_bytes = gather_limit_bytes
 
     def __len__(self) -> int:
         return math.ceil(len(self.y) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.y)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator)
-        else:
-            order = torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
+        n, size = len(self.y), self.batch_size
+        if not self.shuffle:
+            for start in range(0, n, size):
+                yield self.x[start : start + size], self.y[start : start + size]
+            return
+        order = torch.randperm(n, generator=self.generator)
+        nbytes = self.x.element_size() * self.x.nelement()
+        if nbytes <= self.gather_limit_bytes:
+            x, y = self.x[order], self.y[order]
+            for start in range(0, n, size):
+                yield x[start : start + size], y[start : start + size]
+            return
+        for start in range(0, n, size):
+            idx = order[start : start + size]
             yield self.x[idx], self.y[idx]
 
 
