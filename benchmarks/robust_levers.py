@@ -96,8 +96,8 @@ def score(
 ) -> dict[str, object]:
     """One lever pair on one round's states: who is flagged, and how long it took.
 
-    The disagreement's reference follows ``reference=auto``: the clients' average
-    in round 1, the global model after.
+    The disagreement's reference follows ``reference=auto``: the clients'
+    coordinate-wise median in round 1, the global model after.
     """
     saved = torch.load(path)
     ids = sorted(saved["states"])
@@ -118,7 +118,7 @@ def score(
         lr=0.1,
         na_t=0.0,
         num_attackers=len(malicious),
-        reference="mean" if server_round == 1 else "global",
+        reference="median" if server_round == 1 else "global",
         num_threads=1,
     )
     start = time.perf_counter()

@@ -16,7 +16,12 @@ from updates import make_replies
 from fedlight.attacks import Backdoor
 from fedlight.data.prepare import load_dataset
 from fedlight.defenses import DefenseContext, RobustFedDefender
-from fedlight.defenses.feddefender_robust import cap_counts, mean_state, remember
+from fedlight.defenses.feddefender_robust import (
+    cap_counts,
+    mean_state,
+    median_state,
+    remember,
+)
 from fedlight.defenses.robust_fingerprint import (
     activation_features,
     activation_features_loop,
@@ -254,9 +259,10 @@ def test_robust_z_is_signed():
     assert torch.equal(robust_z(torch.tensor([1.0, 5.0])), torch.zeros(2))
 
 
-def test_round_one_compares_clients_with_their_own_average():
+def test_round_one_compares_clients_with_their_own_median():
     """In round 1 the global model is the random initial one: every client is far
-    from it, so ``auto`` (and ``mean``) compare with the clients' average."""
+    from it, so ``auto`` (and ``median``, ``mean``) compare with the clients'
+    coordinate-wise median (or average)."""
     models = perturbed(6, odd_one=4)
     torch.manual_seed(99)
     initial = build_model("convnet").state_dict()
@@ -269,9 +275,9 @@ def test_round_one_compares_clients_with_their_own_average():
         defense.aggregate_train(1, make_replies(models))
         return defense.last_report.flagged
 
-    assert round_one("auto") == round_one("mean") == ["4"]
+    assert round_one("auto") == round_one("median") == round_one("mean") == ["4"]
     defense = RobustFedDefender(FedAvg(), CTX, remote=False)
-    assert defense.job_for_round(1, 6).reference == "mean"
+    assert defense.job_for_round(1, 6).reference == "median"
     assert defense.job_for_round(2, 6).reference == "global"
 
 
@@ -282,3 +288,17 @@ def test_mean_state_keeps_dtypes():
     ]
     mean = mean_state(states)
     assert mean["w"].tolist() == [2.0, 4.0] and mean["n"].dtype == torch.int64
+
+
+def test_median_state_is_the_per_coordinate_median_and_ignores_a_scaled_client():
+    states = [
+        {"w": torch.tensor([1.0, 9.0]), "n": torch.tensor(2)},
+        {"w": torch.tensor([2.0, 7.0]), "n": torch.tensor(4)},
+        {"w": torch.tensor([3.0, 8.0]), "n": torch.tensor(3)},
+        {"w": torch.tensor([400.0, -500.0]), "n": torch.tensor(3)},  # scaled x100
+    ]
+    median = median_state(states)
+    plain = [sorted(float(s["w"][i]) for s in states)[1] for i in range(2)]
+    assert median["w"].tolist() == plain == [2.0, 7.0]  # the lower middle value
+    assert median["n"].item() == 3 and median["n"].dtype == torch.int64
+    assert mean_state(states)["w"][0] > 100  # the average follows the scaled one
