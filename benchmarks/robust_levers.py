@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "threads": 1,
         "note": "clean trajectory; z_cut 5, K 20 (boolean: 10), 15 search steps, "
-        "disagreement against the clients' average in round 1",
+        "disagreement against the clients' coordinate-wise median in round 1",
         "rows": rows,
     }
     args.out.write_text(json.dumps(payload, indent=2))
