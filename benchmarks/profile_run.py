@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         loadavg=os.getloadavg(),
         date=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
-    width = max(len(c) for c in (*(n for n, _ in CATEGORIES), "native (no Python frame)"))
+    names = [n for n, _ in CATEGORIES] + ["native (no Python frame)"]
+    width = max(len(n) for n in names)
     took = "" if wall is None else f": {wall:.1f} s wall"
     print(f"{args.experiment}, {args.rounds} rounds{took} (CPU seconds below)")
     for who, cats in report["cpu_s"].items():
