@@ -32,6 +32,7 @@ from fedlight.defenses.feddefender_robust import (
     FINGERPRINTS,
     INPUTS,
     RobustJob,
+    round_reference,
     run_robust_job,
 )
 from fedlight.models import build_model
@@ -96,8 +97,8 @@ def score(
 ) -> dict[str, object]:
     """One lever pair on one round's states: who is flagged, and how long it took.
 
-    The disagreement's reference follows ``reference=auto``: the clients'
-    coordinate-wise median in round 1, the global model after.
+    The disagreement's reference follows ``reference=auto`` (see
+    :func:`round_reference`).
     """
     saved = torch.load(path)
     ids = sorted(saved["states"])
@@ -118,7 +119,7 @@ def score(
         lr=0.1,
         na_t=0.0,
         num_attackers=len(malicious),
-        reference="median" if server_round == 1 else "global",
+        reference=round_reference("auto", server_round),
         num_threads=1,
     )
     start = time.perf_counter()

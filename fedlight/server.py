@@ -79,15 +79,14 @@ def send_and_receive(
         got = list(grid.pull_messages(pending))
         replies.extend(got)
         pending -= {m.metadata.reply_to_message_id for m in got}
-        if pending and time.monotonic() >= deadline:
+        if not pending or time.monotonic() >= deadline:
             break
-        if pending:
-            time.sleep(poll_s * min(len(pending), 10))
+        time.sleep(poll_s * min(len(pending), 10))
     return replies
 
 
 def discover_nodes(
-    grid: Grid, num_nodes: int, timeout: float, poll_s: float = 0.01
+    grid: Grid, num_nodes: int, timeout: float, poll_s: float
 ) -> dict[int, int]:
     """Map partition id -> node id by asking every node once.
 
@@ -126,7 +125,7 @@ def collect_replies(
     messages: list[Message],
     owner: dict[int, int],
     timeout: float,
-    poll_s: float = 0.01,
+    poll_s: float,
 ) -> tuple[list[Message], dict[str, str]]:
     """Send, wait at most ``timeout``; return good replies and failures by client.
 

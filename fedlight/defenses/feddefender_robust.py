@@ -29,7 +29,7 @@ The maths lives in :mod:`fedlight.defenses.robust_fingerprint`.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,7 +60,6 @@ from fedlight.models import build_model
 from fedlight.seeding import derive_seed
 
 INPUTS = ("noise", "class_impressions")
-REFERENCES = ("auto", "global", "mean", "median")
 FINGERPRINTS = ("disagreement", "continuous", "boolean")
 
 State = Mapping[str, torch.Tensor]
@@ -89,12 +88,20 @@ class RobustJob:
     num_threads: int | None = None
 
 
-def mean_state(states: Sequence[State]) -> dict[str, torch.Tensor]:
-    """The unweighted average of the client models, in their dtypes."""
+def _combine(
+    states: Sequence[State], reduce: Callable[[torch.Tensor], torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``reduce`` over the clients (dim 0) of each tensor, in float64, returned
+    in the tensors' own dtypes."""
     return {
-        key: torch.stack([s[key].double() for s in states]).mean(0).to(value.dtype)
+        key: reduce(torch.stack([s[key].double() for s in states])).to(value.dtype)
         for key, value in states[0].items()
     }
+
+
+def mean_state(states: Sequence[State]) -> dict[str, torch.Tensor]:
+    """The unweighted average of the client models, in their dtypes."""
+    return _combine(states, lambda t: t.mean(0))
 
 
 def median_state(states: Sequence[State]) -> dict[str, torch.Tensor]:
@@ -102,12 +109,21 @@ def median_state(states: Sequence[State]) -> dict[str, torch.Tensor]:
     for an even count), in their dtypes: unlike the average, one client that
     scales its update cannot move it (measured on mnist_20_scaling, round 1: the
     attacker's z is -8.8 against the average, 17.7 against the median)."""
-    return {
-        key: torch.stack([s[key].double() for s in states])
-        .median(0)
-        .values.to(value.dtype)
-        for key, value in states[0].items()
-    }
+    return _combine(states, lambda t: t.median(0).values)
+
+
+# The references made from the round's clients; "global" is the global model.
+CONSENSUS = {"mean": mean_state, "median": median_state}
+REFERENCES = ("auto", "global", *CONSENSUS)
+
+
+def round_reference(reference: str, server_round: int) -> str:
+    """``reference`` for this round: ``auto`` is the clients' median in round 1,
+    when the global model is still the random initial one that every client has
+    moved far from, and the global model after."""
+    if reference != "auto":
+        return reference
+    return "median" if server_round == 1 else "global"
 
 
 def run_robust_job(
@@ -154,11 +170,10 @@ def run_robust_job(
         z = outlier_scores(features)
     else:
         bounds = ((0.0 - job.mean) / job.std, (1.0 - job.mean) / job.std)
-        reference = {
-            "global": lambda: global_state,
-            "mean": lambda: mean_state(states),
-            "median": lambda: median_state(states),
-        }[job.reference]()
+        if job.reference == "global":
+            reference = global_state
+        else:
+            reference = CONSENSUS[job.reference](states)
         kl = disagreement(
             model,
             reference,
@@ -254,19 +269,15 @@ class RobustFedDefender(DefenseStrategy):
         )
 
     def job_for_round(self, server_round: int, num_clients: int) -> RobustJob:
-        """The round's job, its inputs seeded by (seed, round).
-
-        ``reference="auto"`` compares clients with their own coordinate-wise
-        median in round 1, when the global model is still the random initial one
-        that every client has moved far from, and with the global model after.
-        """
+        """The round's job, its inputs seeded by (seed, round), its reference
+        resolved by :func:`round_reference`."""
         seed = derive_seed(self.context.seed, "feddefender-robust-inputs", server_round)
         attackers = min(self.num_attackers, max(num_clients - 1, 0))
-        reference = self.reference
-        if reference == "auto":
-            reference = "median" if server_round == 1 else "global"
         return replace(
-            self.job, seed=seed, num_attackers=attackers, reference=reference
+            self.job,
+            seed=seed,
+            num_attackers=attackers,
+            reference=round_reference(self.reference, server_round),
         )
 
     def warm_up(self) -> None:

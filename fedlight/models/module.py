@@ -40,21 +40,18 @@ class TensorBatches:
         return math.ceil(len(self.y) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, size = len(self.y), self.batch_size
-        if not self.shuffle:
-            for start in range(0, n, size):
-                yield self.x[start : start + size], self.y[start : start + size]
-            return
-        order = torch.randperm(n, generator=self.generator)
-        nbytes = self.x.element_size() * self.x.nelement()
-        if nbytes <= self.gather_limit_bytes:
-            x, y = self.x[order], self.y[order]
-            for start in range(0, n, size):
-                yield x[start : start + size], y[start : start + size]
-            return
-        for start in range(0, n, size):
-            idx = order[start : start + size]
-            yield self.x[idx], self.y[idx]
+        x, y, order = self.x, self.y, None
+        if self.shuffle:
+            order = torch.randperm(len(y), generator=self.generator)
+            if x.element_size() * x.nelement() <= self.gather_limit_bytes:
+                x, y, order = x[order], y[order], None  # batches are now slices
+        for start in range(0, len(y), self.batch_size):
+            end = start + self.batch_size
+            if order is None:
+                yield x[start:end], y[start:end]
+            else:
+                idx = order[start:end]
+                yield x[idx], y[idx]
 
 
 class Classifier(pl.LightningModule):
