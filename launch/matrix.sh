@@ -60,14 +60,14 @@ ablation() {  # the robust FedDefender's levers, each off in turn, beside the pa
     run ablation/methods "$settings" defense=feddefender,feddefender_robust $subset seed=0,1
     run ablation/inputs "$settings" defense=feddefender_robust defense.inputs=noise \
         $subset seed=0,1
-    run ablation/fingerprint "$settings" defense=feddefender_robust \
-        defense.fingerprint=continuous,boolean $subset seed=0,1
     run ablation/memory "$settings" defense=feddefender_robust defense.memory_decay=0 \
         $subset seed=0,1
     run ablation/cap "$settings" defense=feddefender_robust defense.cap_examples=null \
         $subset seed=0,1
     run ablation/reference "$settings" defense=feddefender_robust defense.reference=global \
         $subset seed=0,1
+    run ablation/fingerprint "$settings" defense=feddefender_robust \
+        defense.fingerprint=continuous,boolean $subset seed=0,1
 }
 report() {
     python -m fedlight.report "$DIR/paper" --out docs/results/paper
