@@ -7,7 +7,9 @@ setting (experiment name, attack, training-set size) and defence, and writes
 - ``OUT/table.md``: mean ± std over seeds of final clean accuracy, final and max
   ASR, detection precision / recall / false-positive rate (each run's mean over
   the rounds where it is defined), wall time; one section per setting and
-  attack, with its plot;
+  attack, with its plot; first, when there are several settings (or targets), an
+  overview with a line per defence and a column per setting for each headline
+  metric, ✗ marking a cell where a seed misses a ``--target`` bound;
 - ``OUT/table.csv``: the same numbers, mean and std in separate columns;
 - ``OUT/<setting>-<attack>.png``: clean accuracy and ASR per round, one line per
   defence (mean over seeds).
@@ -99,6 +101,7 @@ class Row:
     seeds: list[int]
     mean: dict[str, float | None] = field(default_factory=dict)
     std: dict[str, float | None] = field(default_factory=dict)
+    values: dict[str, list[float]] = field(default_factory=dict)  # one per seed
 
 
 def _mean_defined(values: Iterable[float | None]) -> float | None:
@@ -296,11 +299,101 @@ def summarise(runs: list[Run]) -> list[Row]:
                 for r in members
                 if r.metrics[metric] is not None
             ]
+            row.values[metric] = values
             row.mean[metric] = statistics.fmean(values) if values else None
             row.std[metric] = statistics.stdev(values) if len(values) > 1 else None
         rows.append(row)
     rows.sort(key=lambda r: (r.setting, r.attack, _defense_rank(r.defense)))
     return rows
+
+
+# The overview's metrics: what a reader scans first to compare defences.
+OVERVIEW = (
+    "max_asr_after_1",
+    "recall",
+    "precision",
+    "fpr",
+    "accuracy",
+    "defense_seconds",
+)
+_OPERATORS = {"<=": float.__le__, ">=": float.__ge__}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A bound every seed of a cell must meet (``recall>=0.95``)."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def met(self, value: float) -> bool:
+        return _OPERATORS[self.op](float(value), self.bound)
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.bound:g}"
+
+
+def parse_target(text: str) -> Target:
+    """``METRIC<=X`` or ``METRIC>=X``; a ValueError naming the allowed metrics and
+    operators otherwise."""
+    match = re.fullmatch(r"\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", text)
+    if not match:
+        raise ValueError(f"--target {text!r} is not METRIC<=NUMBER or METRIC>=NUMBER")
+    metric, op, bound = match.groups()
+    if metric not in METRICS:
+        raise ValueError(
+            f"--target {text!r}: metric {metric!r} is not one of {', '.join(METRICS)}"
+        )
+    try:
+        value = float(bound)
+    except ValueError:
+        raise ValueError(f"--target {text!r}: {bound!r} is not a number") from None
+    return Target(metric, op, value)
+
+
+def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
+    """Markdown pivots, one per headline metric: a line per defence, a column per
+    setting, so an ablation reads across. A cell misses a target (✗) when any of
+    its seeds does: "every setting, every seed" is the claim a target stands for."""
+    sections = list(dict.fromkeys(section(r.setting, r.attack) for r in rows))
+    # A setting's name alone heads its column unless it ran under several attacks.
+    unique = len({r.setting for r in rows}) == len(sections)
+    titles = {section(r.setting, r.attack): r.setting for r in rows} if unique else {}
+    defenses = sorted({r.defense for r in rows}, key=_defense_rank)
+    by_cell = {(section(r.setting, r.attack), r.defense): r for r in rows}
+    by_metric: dict[str, list[Target]] = {}
+    for target in targets:
+        by_metric.setdefault(target.metric, []).append(target)
+    out = []
+    for metric in OVERVIEW:
+        if not any(r.mean[metric] is not None for r in rows):
+            continue
+        bounds = by_metric.get(metric, [])
+        heading = HEADERS[metric]
+        if bounds:
+            limits = ", ".join(f"{t.op} {t.bound:g}" for t in bounds)
+            heading += f" (target {limits})"
+        out += [f"### {heading}", ""]
+        out.append(
+            "| defence | " + " | ".join(titles.get(s, s) for s in sections) + " |"
+        )
+        out.append("|" + "---|" * (len(sections) + 1))
+        for defense in defenses:
+            cells = [defense]
+            for name in sections:
+                row = by_cell.get((name, defense))
+                if row is None or row.mean[metric] is None:
+                    cells.append("")
+                    continue
+                text = _cell(row.mean[metric], row.std[metric], metric)
+                if any(not t.met(v) for t in bounds for v in row.values[metric]):
+                    text += " ✗"
+                cells.append(text)
+            if any(cells[1:]):  # a defence that defines nothing here gets no line
+                out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return out
 
 
 def _cell(mean: float | None, std: float | None, metric: str) -> str:
@@ -413,9 +506,21 @@ def write_markdown(
     plots: dict[str, Path],
     path: Path,
     root: Path,
+    targets: Iterable[Target] = (),
 ) -> None:
     header = ["defence", "seeds", *(HEADERS[m] for m in METRICS)]
     out = [f"# Defences compared: `{root}`", "", caption(runs), ""]
+    targets = list(targets)
+    if len({section(r.setting, r.attack) for r in rows}) > 1 or targets:
+        out += ["## Overview", ""]
+        if targets:
+            out += [
+                "✗: at least one seed misses the target ("
+                + ", ".join(map(str, targets))
+                + "). Empty: not defined for that defence or setting.",
+                "",
+            ]
+        out += overview(rows, targets)
     for name in dict.fromkeys(section(r.setting, r.attack) for r in rows):
         out += [f"## {name}", ""]
         out.append("| " + " | ".join(header) + " |")
@@ -438,8 +543,9 @@ def write_markdown(
     path.write_text("\n".join(out))
 
 
-def report(root: Path, out: Path) -> list[Row]:
-    """Write table.md, table.csv and one PNG per setting for the runs under root."""
+def report(root: Path, out: Path, targets: Iterable[Target] = ()) -> list[Row]:
+    """Write table.md, table.csv and one PNG per setting for the runs under root;
+    table.md opens with an overview across settings, marking missed targets."""
     runs, unfinished = find_runs(root)
     if not runs:
         raise FileNotFoundError(
@@ -452,7 +558,7 @@ def report(root: Path, out: Path) -> list[Row]:
         members = [r for r in runs if section(setting_key(r), r.attack) == name]
         plots[name] = plot_setting(name, members, out / f"{slug(name)}.png")
     write_csv(rows, out / "table.csv")
-    write_markdown(rows, runs, unfinished, plots, out / "table.md", root)
+    write_markdown(rows, runs, unfinished, plots, out / "table.md", root, targets)
     return rows
 
 
@@ -465,13 +571,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: DIR/report)"
     )
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="METRIC<=X|METRIC>=X",
+        help="mark overview cells where a seed misses this bound (repeatable), "
+        f"METRIC one of {', '.join(METRICS)}",
+    )
     args = parser.parse_args(argv)
+    try:
+        targets = [parse_target(text) for text in args.target]
+    except ValueError as err:
+        print(f"fedlight.report: error: {err}", file=sys.stderr)
+        return 2
     if not args.dir.is_dir():
         print(f"fedlight.report: error: {args.dir} is not a directory", file=sys.stderr)
         return 2
     out = args.out or args.dir / "report"
     try:
-        rows = report(args.dir, out)
+        rows = report(args.dir, out, targets)
     except FileNotFoundError as err:
         print(f"fedlight.report: error: {err}", file=sys.stderr)
         return 2

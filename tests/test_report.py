@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedlight.report import defense_label, main, report
+from fedlight.report import defense_label, main, parse_target, report
 
 
 def fake_run(
@@ -176,3 +176,52 @@ def test_overridden_defence_keys_name_their_own_cell():
     # Keys null in the shipped file are resolved at run time, not overrides.
     krum = {"_target_": "fedlight.defenses.Krum", "num_malicious_nodes": 1}
     assert defense_label({"defense": krum}, {"defense": "krum"}) == "krum"
+
+
+def test_overview_pivots_defences_against_settings_and_marks_missed_targets(
+    tmp_path,
+):
+    root = tmp_path / "sweep"
+    # mnist_20: krum seeds keep max ASR after round 1 at 0.0 and 0.2 (mean 0.1).
+    fake_run(root, "0", defense="krum", seed=0, accuracy=[0.5, 0.9], asr=[0.9, 0.0])
+    fake_run(root, "1", defense="krum", seed=1, accuracy=[0.5, 0.9], asr=[0.9, 0.2])
+    fake_run(root, "2", defense="none", seed=0, accuracy=[0.5, 0.9], asr=[0.1, 0.04])
+    fake_run(
+        root,
+        "3",
+        defense="krum",
+        seed=0,
+        name="mnist_30",
+        accuracy=[0.5, 0.9],
+        asr=[0.5, 0.03],
+        fpr=[0.0, 0.0],
+    )
+    report(root, tmp_path / "out", [parse_target("max_asr_after_1<=0.05")])
+    table = (tmp_path / "out" / "table.md").read_text()
+    pivot = table.split("### max ASR r≥2 (target <= 0.05)")[1].split("###")[0]
+    lines = [line for line in pivot.splitlines() if line.startswith("|")]
+    assert lines[0] == "| defence | mnist_20 | mnist_30 |"
+    # The mean (0.1) is shown; one seed above 0.05 is enough to miss the target.
+    assert lines[2] == "| none | 0.040 |  |"
+    assert lines[3] == "| krum | 0.100 ± 0.141 ✗ | 0.030 |"
+    assert "✗: at least one seed misses the target (max_asr_after_1<=0.05)" in table
+    # Metrics no row defines (precision here) get no pivot; defences that define
+    # none of a pivot's cells get no line in it (only krum on mnist_30 has recall).
+    assert "### precision" not in table
+    recall = table.split("### recall")[1].split("###")[0]
+    assert [line for line in recall.splitlines() if line.startswith("| ")] == [
+        "| defence | mnist_20 | mnist_30 |",
+        "| krum |  | 1.000 |",
+    ]
+
+
+def test_bad_targets_fail_in_one_line_before_reading_runs(study, tmp_path, capsys):
+    for bad, words in [
+        ("asr<0.1", "METRIC<=NUMBER"),
+        ("speed>=3", "accuracy, asr, max_asr"),
+    ]:
+        assert main([str(study), "--out", str(tmp_path / "o"), "--target", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+    assert str(parse_target(" recall >= 0.95 ")) == "recall>=0.95"
