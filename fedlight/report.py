@@ -354,8 +354,9 @@ def parse_target(text: str) -> Target:
 
 def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
     """Markdown pivots, one per headline metric: a line per defence, a column per
-    setting, so an ablation reads across. A cell misses a target (✗) when any of
-    its seeds does: "every setting, every seed" is the claim a target stands for."""
+    setting, so an ablation reads across; means only (the sections below give the
+    spread). A cell misses a target (✗) when any of its seeds does: "every
+    setting, every seed" is the claim a target stands for."""
     sections = list(dict.fromkeys(section(r.setting, r.attack) for r in rows))
     # A setting's name alone heads its column unless it ran under several attacks.
     unique = len({r.setting for r in rows}) == len(sections)
@@ -386,7 +387,7 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
                 if row is None or row.mean[metric] is None:
                     cells.append("")
                     continue
-                text = _cell(row.mean[metric], row.std[metric], metric)
+                text = _cell(row.mean[metric], None, metric)  # std: in the sections
                 if any(not t.met(v) for t in bounds for v in row.values[metric]):
                     text += " ✗"
                 cells.append(text)
