@@ -5,7 +5,9 @@
 #                                    # paper_fmnist, robust_fmnist, harder,
 #                                    # paper_fmnist_subset, ablation, report)
 # The default runs every chunk but ablation: 109 jobs, about 3 h on 2 cores;
-# ablation is 128 more (about 2.5 h; its Fashion-MNIST cells use the 12,000-image subset).
+# ablation is 128 more (about 3 h; its Fashion-MNIST cells use the 12,000-image
+# subset), in six chunks ablation_methods, _inputs, _memory, _cap, _reference,
+# _fingerprint that two shells can split (each job its own Ray session).
 # Each chunk writes its own sweep folder under multirun/ (MATRIX_DIR), so a chunk that
 # fails loses only its own jobs; `report` reads whatever finished. Set FEDLIGHT_DATA
 # to the folder holding mnist/ and fashion-mnist/.
@@ -53,21 +55,31 @@ harder() {  # 3 attackers of 30 (FMNIST subset), non-IID, model replacement, DBA
         '+experiment=mnist_20_dirichlet05,mnist_20_dirichlet01,mnist_20_scaling,mnist_20_dba' \
         defense=none,multikrum,median,feddefender,feddefender_robust seed=0
 }
-ablation() {  # the robust FedDefender's levers, each off in turn, beside the paper's method
+# The ablation: the robust FedDefender's levers, each off in turn, beside the paper's
+# method. One chunk per lever (ablation_methods ... ablation_fingerprint), so two
+# shells can share them out; `ablation` runs them all.
+ABLATION_SETTINGS='+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30,fmnist_30_3attackers,mnist_20_dirichlet05,mnist_20_dirichlet05_3attackers,mnist_20_noattack'
+ablate() {  # ablate LEVER ARGS...: the ablation settings, seeds 0 and 1
+    local lever=$1
+    shift
     # Fashion-MNIST cells on the 12,000-image subset (no effect on the 7,996-image MNIST)
-    local settings='+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30,fmnist_30_3attackers,mnist_20_dirichlet05,mnist_20_dirichlet05_3attackers,mnist_20_noattack'
-    local subset=dataset.max_train_samples=12000
-    run ablation/methods "$settings" defense=feddefender,feddefender_robust $subset seed=0,1
-    run ablation/inputs "$settings" defense=feddefender_robust defense.inputs=noise \
-        $subset seed=0,1
-    run ablation/memory "$settings" defense=feddefender_robust defense.memory_decay=0 \
-        $subset seed=0,1
-    run ablation/cap "$settings" defense=feddefender_robust defense.cap_examples=null \
-        $subset seed=0,1
-    run ablation/reference "$settings" defense=feddefender_robust defense.reference=global \
-        $subset seed=0,1
-    run ablation/fingerprint "$settings" defense=feddefender_robust \
-        defense.fingerprint=continuous,boolean $subset seed=0,1
+    run "ablation/$lever" "$ABLATION_SETTINGS" "$@" dataset.max_train_samples=12000 seed=0,1
+}
+ablation_methods() { ablate methods defense=feddefender,feddefender_robust; }
+ablation_inputs() { ablate inputs defense=feddefender_robust defense.inputs=noise; }
+ablation_memory() { ablate memory defense=feddefender_robust defense.memory_decay=0; }
+ablation_cap() { ablate cap defense=feddefender_robust defense.cap_examples=null; }
+ablation_reference() { ablate reference defense=feddefender_robust defense.reference=global; }
+ablation_fingerprint() {
+    ablate fingerprint defense=feddefender_robust defense.fingerprint=continuous,boolean
+}
+ablation() {
+    ablation_methods
+    ablation_inputs
+    ablation_memory
+    ablation_cap
+    ablation_reference
+    ablation_fingerprint
 }
 # The robust FedDefender's done-means (issue 9), marked in each table's overview.
 TARGETS=(--target 'max_asr_after_1<=0.05' --target 'recall>=0.95'
