@@ -6,8 +6,9 @@
 #                                    # paper_fmnist_subset, ablation, report)
 # The default runs every chunk but ablation: 109 jobs, about 3 h on 2 cores;
 # ablation is 128 more (about 3 h; its Fashion-MNIST cells use the 12,000-image
-# subset), in six chunks ablation_methods, _inputs, _memory, _cap, _reference,
-# _fingerprint that two shells can split (each job its own Ray session).
+# subset), in chunks ablation_methods, _inputs, _memory, _cap, _fingerprint,
+# _reference, _continuous that can run one at a time in any order (two at once on
+# 2 cores is slower than one after the other: each job ~2.4x longer).
 # Each chunk writes its own sweep folder under multirun/ (MATRIX_DIR), so a chunk that
 # fails loses only its own jobs; `report` reads whatever finished. Set FEDLIGHT_DATA
 # to the folder holding mnist/ and fashion-mnist/.
@@ -56,8 +57,7 @@ harder() {  # 3 attackers of 30 (FMNIST subset), non-IID, model replacement, DBA
         defense=none,multikrum,median,feddefender,feddefender_robust seed=0
 }
 # The ablation: the robust FedDefender's levers, each off in turn, beside the paper's
-# method. One chunk per lever (ablation_methods ... ablation_fingerprint), so two
-# shells can share them out; `ablation` runs them all.
+# method. One chunk per lever, each its own sweep folder; `ablation` runs them all.
 ABLATION_SETTINGS='+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30,fmnist_30_3attackers,mnist_20_dirichlet05,mnist_20_dirichlet05_3attackers,mnist_20_noattack'
 ablate() {  # ablate LEVER ARGS...: the ablation settings, seeds 0 and 1
     local lever=$1
@@ -70,16 +70,20 @@ ablation_inputs() { ablate inputs defense=feddefender_robust defense.inputs=nois
 ablation_memory() { ablate memory defense=feddefender_robust defense.memory_decay=0; }
 ablation_cap() { ablate cap defense=feddefender_robust defense.cap_examples=null; }
 ablation_reference() { ablate reference defense=feddefender_robust defense.reference=global; }
-ablation_fingerprint() {
-    ablate fingerprint defense=feddefender_robust defense.fingerprint=continuous,boolean
+ablation_fingerprint() {  # the paper's boolean fingerprint in place of disagreement
+    ablate fingerprint_boolean defense=feddefender_robust defense.fingerprint=boolean
+}
+ablation_continuous() {  # real-valued activations with median/MAD z-scores
+    ablate fingerprint_continuous defense=feddefender_robust defense.fingerprint=continuous
 }
 ablation() {
     ablation_methods
     ablation_inputs
     ablation_memory
     ablation_cap
-    ablation_reference
     ablation_fingerprint
+    ablation_reference
+    ablation_continuous
 }
 # The robust FedDefender's done-means (issue 9), marked in each table's overview.
 TARGETS=(--target 'max_asr_after_1<=0.05' --target 'recall>=0.95'
