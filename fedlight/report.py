@@ -20,6 +20,7 @@ Runs without ``results.json`` (an interrupted sweep) are listed, not counted.
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import functools
 import json
@@ -196,6 +197,27 @@ def attack_label(config: dict[str, Any], choices: dict[str, str]) -> str:
     return name
 
 
+def trained_on(first_round: dict[str, Any], num_clients: int | None) -> int | None:
+    """How many training images a run's clients held: the sum of their
+    ``train-examples`` in a round every client took part in; None where a round
+    had only some of them (the sum would undercount)."""
+    participants = first_round.get("participants") or []
+    clients = first_round.get("clients")
+    if isinstance(clients, str):  # results.json keeps W&B's flattened repr
+        try:
+            clients = ast.literal_eval(clients)
+        except (ValueError, SyntaxError):
+            return None
+    if not isinstance(clients, dict) or not num_clients:
+        return None
+    if len(participants) != num_clients or len(clients) != num_clients:
+        return None
+    try:
+        return int(sum(float(c["train-examples"]) for c in clients.values()))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def load_run(results_path: Path) -> Run | None:
     """The run whose ``results.json`` is at ``results_path``; None if unreadable."""
     run_dir = results_path.parent
@@ -225,6 +247,10 @@ def load_run(results_path: Path) -> Run | None:
         "seconds": results.get("seconds"),
     }
     dataset = config.get("dataset") or {}
+    train_samples = dataset.get("max_train_samples")
+    held = trained_on(rounds[0], config.get("num_clients"))
+    if train_samples is not None and held is not None and held < train_samples:
+        train_samples = None  # the cap is above the dataset's size: it kept all
     return Run(
         path=run_dir,
         experiment=str(config.get("name", "default")),
@@ -232,7 +258,7 @@ def load_run(results_path: Path) -> Run | None:
         defense=defense_label(config, choices),
         seed=int(config.get("seed", 0)),
         dataset=str(dataset.get("name", "?")),
-        train_samples=dataset.get("max_train_samples"),
+        train_samples=train_samples,
         metrics=metrics,
         accuracy_curve=[float(r["accuracy"]) for r in rounds],
         asr_curve=asr_curve,
@@ -368,7 +394,13 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
         by_metric.setdefault(target.metric, []).append(target)
     out = []
     for metric in OVERVIEW:
-        if not any(r.mean[metric] is not None for r in rows):
+        # Only the settings where some defence defines the metric (no ASR column
+        # for a run without attack); no pivot at all where none does.
+        defined = {
+            section(r.setting, r.attack) for r in rows if r.mean[metric] is not None
+        }
+        columns = [name for name in sections if name in defined]
+        if not columns:
             continue
         bounds = by_metric.get(metric, [])
         heading = HEADERS[metric]
@@ -377,12 +409,12 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
             heading += f" (target {limits})"
         out += [f"### {heading}", ""]
         out.append(
-            "| defence | " + " | ".join(titles.get(s, s) for s in sections) + " |"
+            "| defence | " + " | ".join(titles.get(s, s) for s in columns) + " |"
         )
-        out.append("|" + "---|" * (len(sections) + 1))
+        out.append("|" + "---|" * (len(columns) + 1))
         for defense in defenses:
             cells = [defense]
-            for name in sections:
+            for name in columns:
                 row = by_cell.get((name, defense))
                 if row is None or row.mean[metric] is None:
                     cells.append("")

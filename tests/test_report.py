@@ -25,6 +25,7 @@ def fake_run(
     name: str = "mnist_20",
     attack: str = "backdoor",
     max_train_samples: int | None = None,
+    held: int | None = None,
     finished: bool = True,
 ) -> Path:
     """A run directory as ``fedlight.run -m`` leaves it (without the plots)."""
@@ -33,6 +34,7 @@ def fake_run(
     config = {
         "name": name,
         "seed": seed,
+        "num_clients": 2,
         "dataset": {"name": "mnist", "max_train_samples": max_train_samples},
         "attack": {"_target_": "fedlight.attacks.Backdoor", "scale": 1},
         "defense": {"_target_": "fedlight.defenses.Krum"},
@@ -55,6 +57,11 @@ def fake_run(
             }
             for i, (a, s, f) in enumerate(zip(accuracy, asr, fpr, strict=True))
         ]
+        if held is not None:  # two clients holding `held` images between them
+            share = {"train-examples": held / 2, "num-examples": held / 2}
+            for r in rounds:  # as results.json keeps them: a repr string
+                r["participants"] = ["0", "1"]
+                r["clients"] = repr({"0": share, "1": share})
         results = {"rounds": rounds, "seconds": 10.0 + seed}
         (run / "results.json").write_text(json.dumps(results))
     return run
@@ -205,13 +212,30 @@ def test_overview_pivots_defences_against_settings_and_marks_missed_targets(
     assert lines[2] == "| none | 0.040 |  |"
     assert lines[3] == "| krum | 0.100 ✗ | 0.030 |"
     assert "✗: at least one seed misses the target (max_asr_after_1<=0.05)" in table
-    # Metrics no row defines (precision here) get no pivot; defences that define
-    # none of a pivot's cells get no line in it (only krum on mnist_30 has recall).
+    # A setting without attack gets no ASR column.
+    fake_run(
+        root,
+        "4",
+        defense="krum",
+        seed=0,
+        name="mnist_20_noattack",
+        attack="none",
+        accuracy=[0.9, 0.9],
+        asr=[None, None],
+    )
+    report(root, tmp_path / "out", [parse_target("max_asr_after_1<=0.05")])
+    table = (tmp_path / "out" / "table.md").read_text()
+    pivot = table.split("### max ASR r≥2")[1].split("###")[0]
+    assert "| defence | mnist_20 | mnist_30 |" in pivot and "noattack" not in pivot
+    assert "| defence | mnist_20 | mnist_20_noattack | mnist_30 |" in table
+    # Metrics no row defines (precision here) get no pivot; settings and defences
+    # that define none of a pivot's cells get no column or line (only krum on
+    # mnist_30 has recall).
     assert "### precision" not in table
     recall = table.split("### recall")[1].split("###")[0]
     assert [line for line in recall.splitlines() if line.startswith("| ")] == [
-        "| defence | mnist_20 | mnist_30 |",
-        "| krum |  | 1.000 |",
+        "| defence | mnist_30 |",
+        "| krum | 1.000 |",
     ]
 
 
@@ -225,3 +249,35 @@ def test_bad_targets_fail_in_one_line_before_reading_runs(study, tmp_path, capsy
         assert words in err and "\n" not in err
     assert not (tmp_path / "o").exists()
     assert str(parse_target(" recall >= 0.95 ")) == "recall>=0.95"
+
+
+def test_a_cap_above_the_datasets_size_is_no_subset(tmp_path):
+    root = tmp_path / "sweep"
+    # MNIST's local 7,996 images under a 12,000 cap: all kept, the full setting.
+    fake_run(
+        root,
+        "0",
+        defense="krum",
+        seed=0,
+        accuracy=[0.9],
+        asr=[0.1],
+        max_train_samples=12000,
+        held=7996,
+    )
+    # Fashion-MNIST cut to 12,000: a subset, its own setting.
+    fake_run(
+        root,
+        "1",
+        defense="krum",
+        seed=0,
+        accuracy=[0.8],
+        asr=[0.1],
+        name="fmnist_20",
+        max_train_samples=12000,
+        held=12000,
+    )
+    rows = report(root, tmp_path / "out")
+    assert {r.setting for r in rows} == {"mnist_20", "fmnist_20 (12000 train)"}
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "*fmnist_20* trained on a 12000-image subset" in table
+    assert "*mnist_20* trained on" not in table
