@@ -20,7 +20,6 @@ Runs without ``results.json`` (an interrupted sweep) are listed, not counted.
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import functools
 import json
@@ -100,9 +99,24 @@ class Row:
     attack: str
     defense: str
     seeds: list[int]
-    mean: dict[str, float | None] = field(default_factory=dict)
-    std: dict[str, float | None] = field(default_factory=dict)
-    values: dict[str, list[float]] = field(default_factory=dict)  # one per seed
+    # Per metric, the seeds' values where defined; mean and std derive from them.
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def section(self) -> str:
+        return section(self.setting, self.attack)
+
+    @functools.cached_property
+    def mean(self) -> dict[str, float | None]:
+        return {m: statistics.fmean(v) if v else None for m, v in self.values.items()}
+
+    @functools.cached_property
+    def std(self) -> dict[str, float | None]:
+        """The sample std (n - 1); None with fewer than two values."""
+        return {
+            m: statistics.stdev(v) if len(v) > 1 else None
+            for m, v in self.values.items()
+        }
 
 
 def _mean_defined(values: Iterable[float | None]) -> float | None:
@@ -201,17 +215,10 @@ def trained_on(first_round: dict[str, Any], num_clients: int | None) -> int | No
     """How many training images a run's clients held: the sum of their
     ``train-examples`` in a round every client took part in; None where a round
     had only some of them (the sum would undercount)."""
+    clients = first_round.get("clients") or {}
     participants = first_round.get("participants") or []
-    clients = first_round.get("clients")
-    if isinstance(clients, str):  # results.json keeps W&B's flattened repr
-        try:
-            clients = ast.literal_eval(clients)
-        except (ValueError, SyntaxError):
-            return None
-    if not isinstance(clients, dict) or not num_clients:
-        return None
-    if len(participants) != num_clients or len(clients) != num_clients:
-        return None
+    if not num_clients or not len(participants) == len(clients) == num_clients:
+        return None  # a client that did not take part or failed: no full count
     try:
         return int(sum(float(c["train-examples"]) for c in clients.values()))
     except (KeyError, TypeError, ValueError):
@@ -318,17 +325,15 @@ def summarise(runs: list[Run]) -> list[Row]:
     rows = []
     for (setting, attack, defense), members in cells.items():
         members.sort(key=lambda r: r.seed)
-        row = Row(setting, attack, defense, [r.seed for r in members])
-        for metric in METRICS:
-            values = [
+        values = {
+            metric: [
                 float(r.metrics[metric])
                 for r in members
                 if r.metrics[metric] is not None
             ]
-            row.values[metric] = values
-            row.mean[metric] = statistics.fmean(values) if values else None
-            row.std[metric] = statistics.stdev(values) if len(values) > 1 else None
-        rows.append(row)
+            for metric in METRICS
+        }
+        rows.append(Row(setting, attack, defense, [r.seed for r in members], values))
     rows.sort(key=lambda r: (r.setting, r.attack, _defense_rank(r.defense)))
     return rows
 
@@ -363,7 +368,7 @@ class Target:
 def parse_target(text: str) -> Target:
     """``METRIC<=X`` or ``METRIC>=X``; a ValueError naming the allowed metrics and
     operators otherwise."""
-    match = re.fullmatch(r"\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", text)
+    match = re.fullmatch(r"\s*(\w+)\s*(<=|>=)\s*(\S+)\s*", text)
     if not match:
         raise ValueError(f"--target {text!r} is not METRIC<=NUMBER or METRIC>=NUMBER")
     metric, op, bound = match.groups()
@@ -383,12 +388,12 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
     setting, so an ablation reads across; means only (the sections below give the
     spread). A cell misses a target (✗) when any of its seeds does: "every
     setting, every seed" is the claim a target stands for."""
-    sections = list(dict.fromkeys(section(r.setting, r.attack) for r in rows))
+    sections = list(dict.fromkeys(r.section for r in rows))
     # A setting's name alone heads its column unless it ran under several attacks.
     unique = len({r.setting for r in rows}) == len(sections)
-    titles = {section(r.setting, r.attack): r.setting for r in rows} if unique else {}
+    titles = {r.section: r.setting for r in rows} if unique else {}
     defenses = sorted({r.defense for r in rows}, key=_defense_rank)
-    by_cell = {(section(r.setting, r.attack), r.defense): r for r in rows}
+    by_cell = {(r.section, r.defense): r for r in rows}
     by_metric: dict[str, list[Target]] = {}
     for target in targets:
         by_metric.setdefault(target.metric, []).append(target)
@@ -396,9 +401,7 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
     for metric in OVERVIEW:
         # Only the settings where some defence defines the metric (no ASR column
         # for a run without attack); no pivot at all where none does.
-        defined = {
-            section(r.setting, r.attack) for r in rows if r.mean[metric] is not None
-        }
+        defined = {r.section for r in rows if r.mean[metric] is not None}
         columns = [name for name in sections if name in defined]
         if not columns:
             continue
@@ -544,7 +547,7 @@ def write_markdown(
     header = ["defence", "seeds", *(HEADERS[m] for m in METRICS)]
     out = [f"# Defences compared: `{root}`", "", caption(runs), ""]
     targets = list(targets)
-    if len({section(r.setting, r.attack) for r in rows}) > 1 or targets:
+    if len({r.section for r in rows}) > 1 or targets:
         out += ["## Overview", ""]
         if targets:
             out += [
@@ -554,11 +557,11 @@ def write_markdown(
                 "",
             ]
         out += overview(rows, targets)
-    for name in dict.fromkeys(section(r.setting, r.attack) for r in rows):
+    for name in dict.fromkeys(r.section for r in rows):
         out += [f"## {name}", ""]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * len(header))
-        for row in (r for r in rows if section(r.setting, r.attack) == name):
+        for row in (r for r in rows if r.section == name):
             cells = [row.defense, str(len(row.seeds))]
             cells += [_cell(row.mean[m], row.std[m], m) for m in METRICS]
             out.append("| " + " | ".join(cells) + " |")
@@ -587,7 +590,7 @@ def report(root: Path, out: Path, targets: Iterable[Target] = ()) -> list[Row]:
     out.mkdir(parents=True, exist_ok=True)
     rows = summarise(runs)
     plots = {}
-    for name in dict.fromkeys(section(r.setting, r.attack) for r in rows):
+    for name in dict.fromkeys(r.section for r in rows):
         members = [r for r in runs if section(setting_key(r), r.attack) == name]
         plots[name] = plot_setting(name, members, out / f"{slug(name)}.png")
     write_csv(rows, out / "table.csv")

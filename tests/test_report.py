@@ -59,9 +59,9 @@ def fake_run(
         ]
         if held is not None:  # two clients holding `held` images between them
             share = {"train-examples": held / 2, "num-examples": held / 2}
-            for r in rounds:  # as results.json keeps them: a repr string
+            for r in rounds:
                 r["participants"] = ["0", "1"]
-                r["clients"] = repr({"0": share, "1": share})
+                r["clients"] = {"0": share, "1": share}
         results = {"rounds": rounds, "seconds": 10.0 + seed}
         (run / "results.json").write_text(json.dumps(results))
     return run
