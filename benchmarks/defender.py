@@ -9,11 +9,15 @@ Client states are cheap stand-ins: every client shares the template's tensors ov
 with noise sliced from one bank, built on access. So 500 resnet18 clients do not
 need 22 GB of states, the peak memory is the engine's (plus the Python and torch
 runtime, about 0.3 GB), and every client still has different activations. The
-oracle always runs on the CPU (``fingerprint_loop`` has no device).
+oracle (``fedlight.defenses.fingerprint_oracle``) always runs on the CPU.
 
-    python benchmarks/defender.py --quick            # a subset, under 2 minutes
     python benchmarks/defender.py                    # the full grid (long)
+    python benchmarks/defender.py --quick            # a subset, under 2 minutes
     python benchmarks/defender.py --cases resnet18:200 --device cuda
+
+Only the full grid writes ``results/defender.json``; ``--quick`` writes
+``results/defender-quick.json`` and ``--cases`` ``results/defender-cases.json``
+(``--out`` overrides), so a partial run never replaces the committed full result.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from torch import Tensor
 from fedlight.defenses.fingerprint import score_clients, synthetic_inputs
 from fedlight.models import build_model
 
-RESULTS = Path(__file__).resolve().parent / "results" / "defender.json"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FULL = [
     (m, n) for m in ("convnet", "resnet18") for n in (10, 20, 30, 50, 100, 200, 500)
 ]
@@ -134,6 +138,13 @@ def oracle_estimate(history: list[tuple[int, float]], clients: int) -> float | N
     return seconds * (clients / n) ** 2
 
 
+def default_name(quick: bool, cases: bool) -> str:
+    """The full grid's file, or a partial run's own (``--cases`` wins)."""
+    if cases:
+        return "defender-cases.json"
+    return "defender-quick.json" if quick else "defender.json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a subset, < 2 minutes")
@@ -141,7 +152,11 @@ def main() -> None:
     parser.add_argument(
         "--cases", help="comma list of model:clients, e.g. resnet18:200"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="default: results/defender.json, -quick.json or -cases.json",
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -154,6 +169,7 @@ def main() -> None:
         cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
     else:
         cases = QUICK if args.quick else FULL
+    out = args.out or RESULTS_DIR / default_name(args.quick, bool(args.cases))
     rows, oracle_history = [], {}
     header = (
         f"{'model':<9} {'clients':>7} {'inputs':>6} {'oracle_s':>10} "
@@ -204,9 +220,9 @@ def main() -> None:
             f"{args.device}",
             flush=True,
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ and time per round independent of the number of clients.
     python benchmarks/scale.py                  # 100, 300, 1000 clients, 10 rounds
     python benchmarks/scale.py --quick          # 100 and 1000 clients, 4 rounds
     python benchmarks/scale.py --clients 1000 --rounds 3
+
+``--quick`` writes ``results/scale-quick.json`` (``--out`` overrides), so it never
+replaces the committed full result, ``results/scale.json``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
+QUICK_RESULTS = RESULTS.with_name("scale-quick.json")
 MIB = 1024**2
 GIB_TARGET = 4.0
 FLAT_TARGET = 0.05
@@ -246,7 +250,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100, 1000; 4 rounds")
     parser.add_argument("--interval", type=float, default=0.25, help="sampling, s")
     parser.add_argument("--data", type=Path, default=default_data())
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out", type=Path, help="default: results/scale.json, or -quick.json"
+    )
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ray-temp-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -258,6 +264,8 @@ def main() -> None:
         return
     if args.quick:
         args.clients, args.rounds = [100, 1000], 4
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.quick else RESULTS
     if args.rounds < 3:
         parser.error("--rounds must be >= 3 (round 1 warms up; growth needs two more)")
 

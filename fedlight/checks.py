@@ -3,6 +3,9 @@
 Each check names the key, the value and what is allowed, so a typo fails in
 milliseconds instead of after Ray has started (or, with a GPU request on a
 machine without one, instead of Ray waiting forever on an empty actor pool).
+The chosen defence and attack check their own parameters
+(:func:`fedlight.params.build_params` over the dataclass each declares); this
+module only loops over them and checks the keys no plug-in owns.
 """
 
 from __future__ import annotations
@@ -11,22 +14,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fedlight.attacks.broken import KINDS as BROKEN_KINDS
+from fedlight.attacks import ATTACKS, Attack
 from fedlight.data import DATASETS, PARTITIONS
-from fedlight.defenses.feddefender_robust import FINGERPRINTS as ROBUST_FINGERPRINTS
-from fedlight.defenses.feddefender_robust import INPUTS as ROBUST_INPUTS
-from fedlight.defenses.feddefender_robust import REFERENCES as ROBUST_REFERENCES
-from fedlight.defenses.fingerprint import ENGINES
-from fedlight.defenses.normclip import VARIANTS as NORMCLIP_VARIANTS
+from fedlight.defenses import DEFENSES, Defense, DefenseContext
 from fedlight.models import MODELS
+from fedlight.params import ConfigError, RunFacts, build_params
+from fedlight.registry import Plugin, Registry
 from fedlight.tracking import MODES
 
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("cpu", "cuda")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message is one line."""
+__all__ = ["ConfigError", "build_attack", "build_defense", "check_config"]
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -136,85 +136,10 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.partition.name == "dirichlet":
         _number_in(cfg, "partition.alpha", 0.0, open_low=True)
 
-    num_classes = DATASETS[cfg.dataset.name].num_classes
-    attack = cfg.attack
-    for cid in attack.get("malicious_clients") or []:
-        if not isinstance(cid, int) or not 0 <= cid < cfg.num_clients:
-            _fail(
-                "attack.malicious_clients",
-                list(attack.malicious_clients),
-                f"partition ids in [0, {cfg.num_clients})",
-            )
-    if attack.get("target_label") is not None:
-        _int_in(cfg, "attack.target_label", 0, num_classes - 1)
-    if "poison_fraction" in attack:
-        _number_in(cfg, "attack.poison_fraction", 0.0, 1.0)
-    if "flip_fraction" in attack:
-        _number_in(cfg, "attack.flip_fraction", 0.0, 1.0)
-    if "trigger_size" in attack:
-        _int_in(cfg, "attack.trigger_size", 1, cfg.dataset.image_size)
-    if "boost" in attack:
-        _number_in(cfg, "attack.boost", 0.0, open_low=True)
-    if attack.get("num_malicious") is not None:
-        _int_in(cfg, "attack.num_malicious", 0, cfg.num_clients)
-    if "scale" in attack:
-        _number_in(cfg, "attack.scale", 0.0, open_low=True)
-    if "blend_ratio" in attack:
-        _number_in(cfg, "attack.blend_ratio", 0.0, 1.0, open_low=True)
-    if "pattern_seed" in attack:
-        _int_in(cfg, "attack.pattern_seed", 0)
-    if attack.get("num_parts") is not None:
-        _int_in(cfg, "attack.num_parts", 1, attack.get("trigger_size") or 1)
-
+    _int_in(cfg, "server.max_attackers", 0, max(cfg.num_clients - 1, 0))
+    build_attack(cfg)
     defense = cfg.defense
-    if "theta" in defense:
-        _number_in(cfg, "defense.theta", 0.0, 1.0)
-    if "num_inputs" in defense:
-        _int_in(cfg, "defense.num_inputs", 1)
-    if "na_t" in defense:
-        _number_in(cfg, "defense.na_t", float("-inf"))
-    if defense.get("num_attackers") is not None:
-        _int_in(cfg, "defense.num_attackers", 1, max(cfg.num_clients - 1, 1))
-    if "engine" in defense:
-        _one_of(cfg, "defense.engine", ENGINES)
-    if defense.get("max_norm") is not None:
-        _number_in(cfg, "defense.max_norm", 0.0, open_low=True)
-    if "variant" in defense:
-        _one_of(cfg, "defense.variant", NORMCLIP_VARIANTS)
-    if defense.get("num_malicious_nodes") is not None:
-        _int_in(cfg, "defense.num_malicious_nodes", 0, max(cfg.num_clients - 1, 0))
-    if defense.get("num_nodes_to_select") is not None:
-        _int_in(cfg, "defense.num_nodes_to_select", 1, cfg.clients_per_round)
-    if defense.get("beta") is not None:
-        beta = defense.beta
-        number = isinstance(beta, (int, float)) and not isinstance(beta, bool)
-        if not (number and 0.0 <= beta < 0.5):
-            _fail("defense.beta", beta, "a number >= 0 and < 0.5")
-    for key in ("num_cpus", "num_gpus"):
-        if key in defense:
-            _number_in(cfg, f"defense.{key}", 0.0)
-    if "fingerprint" in defense:
-        _one_of(cfg, "defense.fingerprint", ROBUST_FINGERPRINTS)
-    if "inputs" in defense:
-        _one_of(cfg, "defense.inputs", ROBUST_INPUTS)
-    if "reference" in defense:
-        _one_of(cfg, "defense.reference", ROBUST_REFERENCES)
-    if "z_cut" in defense:
-        _number_in(cfg, "defense.z_cut", 0.0, open_low=True)
-    if "steps" in defense:
-        _int_in(cfg, "defense.steps", 0)
-    if "lr" in defense:
-        _number_in(cfg, "defense.lr", 0.0, open_low=True)
-    if "memory_decay" in defense:
-        _number_in(cfg, "defense.memory_decay", 0.0, 1.0)
-        if defense.memory_decay == 1.0:
-            _fail("defense.memory_decay", 1.0, "a number >= 0 and < 1")
-    if defense.get("cap_examples") is not None:
-        _number_in(cfg, "defense.cap_examples", 1.0)
-    if defense.get("inference_guided"):
-        _int_in(cfg, "defense.eta", 1, cfg.clients_per_round)
-        _int_in(cfg, "defense.pool_size", defense.num_inputs)
-
+    plugin_params(cfg, DEFENSES)
     res = cfg.simulation.client_resources
     _number_in(cfg, "simulation.client_resources.num_cpus", 0.0, open_low=True)
     _number_in(cfg, "simulation.client_resources.num_gpus", 0.0)
@@ -239,8 +164,6 @@ def check_config(cfg: DictConfig) -> None:
                     f"[[client, round], ...] with client in [0, {cfg.num_clients}) "
                     f"and round in [1, {cfg.num_rounds}]",
                 )
-    if "kind" in attack:
-        _one_of(cfg, "attack.kind", BROKEN_KINDS)
     if cfg.wandb.mode is not None:
         _one_of(cfg, "wandb.mode", MODES)
 
@@ -268,3 +191,48 @@ def check_config(cfg: DictConfig) -> None:
             res.num_gpus,
             "a fraction <= 1 or a whole number of GPUs",
         )
+
+
+def run_facts(cfg: DictConfig) -> RunFacts:
+    """What plug-ins check their parameters against."""
+    return RunFacts(
+        num_clients=cfg.num_clients,
+        clients_per_round=cfg.clients_per_round,
+        num_rounds=cfg.num_rounds,
+        num_classes=DATASETS[cfg.dataset.name].num_classes,
+        image_size=cfg.dataset.image_size,
+    )
+
+
+def chosen(cfg: DictConfig, registry: Registry) -> Plugin:
+    """The plug-in ``cfg.<group>.name`` names, or a one-line error."""
+    node = cfg_get(cfg, registry.group)
+    name = node.get("name") if node is not None else None
+    if name not in registry:
+        _fail(f"{registry.group}.name", name, "one of " + ", ".join(registry.names()))
+    return registry.get(name)
+
+
+def plugin_params(cfg: DictConfig, registry: Registry) -> Any:
+    """The chosen plug-in's parameters, checked (one line naming it on error)."""
+    plugin = chosen(cfg, registry)
+    values = OmegaConf.to_container(cfg[registry.group], resolve=True)
+    values.pop("name")
+    return build_params(
+        plugin.params,
+        values,
+        key=registry.group,
+        owner=f"{registry.group}={plugin.name}",
+        facts=run_facts(cfg),
+    )
+
+
+def build_attack(cfg: DictConfig) -> Attack:
+    """The run's attack, its parameters checked."""
+    return plugin_params(cfg, ATTACKS)
+
+
+def build_defense(cfg: DictConfig, context: DefenseContext) -> Defense:
+    """The run's defence, its parameters checked."""
+    params = plugin_params(cfg, DEFENSES)
+    return chosen(cfg, DEFENSES).cls(params, context)

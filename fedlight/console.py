@@ -8,6 +8,8 @@ import logging
 import sys
 from typing import Any
 
+from fedlight.record import RoundRecord
+
 log = logging.getLogger("fedlight")
 
 
@@ -16,7 +18,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def log_round(
-    record: dict[str, Any],
+    record: RoundRecord,
     malicious: list[str],
     num_inputs: int | None,
     defense: str = "FedDefender",
@@ -25,12 +27,12 @@ def log_round(
 
     The block appears for every defence that scores clients, under its own name.
     """
-    r = record["round"]
-    if record["malicious_confidence"] is not None:
+    r = record.round
+    if record.malicious_confidence is not None:
         predicted = {
             cid: round(c, 3)
             for cid, c in sorted(
-                record["malicious_confidence"].items(), key=lambda kv: -kv[1]
+                record.malicious_confidence.items(), key=lambda kv: -kv[1]
             )
             if c > 0
         }
@@ -39,23 +41,23 @@ def log_round(
         if num_inputs is not None:
             log.info("Total Random Inputs = %s", num_inputs)
         log.info("Predicted Malicious Clients = %s", predicted)
-        log.info("Flagged (excluded) = %s", record["flagged"])
-        log.info("Localisation accuracy (recall) = %s", _fmt(record["recall"], ".0%"))
-    failures = f", {len(record['failures'])} failed" if record["failures"] else ""
+        log.info("Flagged (excluded) = %s", record.flagged)
+        log.info("Localisation accuracy (recall) = %s", _fmt(record.recall, ".0%"))
+    failures = f", {len(record.failures)} failed" if record.failures else ""
     log.info(
         "[round %d] accuracy %s  loss %s  ASR %s  precision %s  recall %s  (%.1f s%s)",
         r,
-        _fmt(record["accuracy"]),
-        _fmt(record["loss"]),
-        _fmt(record["asr"]),
-        _fmt(record["precision"], ".2f"),
-        _fmt(record["recall"], ".2f"),
-        record["seconds"],
+        _fmt(record.accuracy),
+        _fmt(record.loss),
+        _fmt(record.asr),
+        _fmt(record.precision, ".2f"),
+        _fmt(record.recall, ".2f"),
+        record.seconds,
         failures,
     )
 
 
-def summary_table(rounds: list[dict[str, Any]]) -> str:
+def summary_table(rounds: list[RoundRecord]) -> str:
     """A fixed-width table of every round, printed at the end of a run."""
     header = (
         f"{'round':>5} {'accuracy':>9} {'ASR':>7} {'prec':>5} {'recall':>6} "
@@ -63,11 +65,11 @@ def summary_table(rounds: list[dict[str, Any]]) -> str:
     )
     lines = ["[SUMMARY]", header, "-" * len(header)]
     for r in rounds:
-        flagged = "-" if r["flagged"] is None else ",".join(r["flagged"]) or "none"
+        flagged = "-" if r.flagged is None else ",".join(r.flagged) or "none"
         lines.append(
-            f"{r['round']:>5} {_fmt(r['accuracy']):>9} {_fmt(r['asr']):>7} "
-            f"{_fmt(r['precision'], '.2f'):>5} {_fmt(r['recall'], '.2f'):>6} "
-            f"{r['seconds']:>6.1f}  {flagged}"
+            f"{r.round:>5} {_fmt(r.accuracy):>9} {_fmt(r.asr):>7} "
+            f"{_fmt(r.precision, '.2f'):>5} {_fmt(r.recall, '.2f'):>6} "
+            f"{r.seconds:>6.1f}  {flagged}"
         )
     return "\n".join(lines)
 
@@ -79,12 +81,12 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
-def round_status(record: dict[str, Any]) -> str:
+def round_status(record: RoundRecord) -> str:
     """One line on a finished round: accuracy, ASR and the flagged clients."""
-    flagged = record.get("flagged")
+    flagged = record.flagged
     who = "-" if flagged is None else ",".join(flagged) or "none"
     return (
-        f"accuracy {_fmt(record['accuracy'])}  ASR {_fmt(record['asr'])}  flagged {who}"
+        f"accuracy {_fmt(record.accuracy)}  ASR {_fmt(record.asr)}  flagged {who}"
     )
 
 
@@ -151,15 +153,15 @@ class RoundProgress:
                 old = handler.setStream(FileProxy(self.console, handler.stream))
                 self._swapped.append((handler, old))
 
-    def update(self, record: dict[str, Any]) -> None:
+    def update(self, record: RoundRecord) -> None:
         """Count a finished round and show its status; stop after the last one."""
         if self._progress is None:
             return
         # completed = the round number, so a resumed run counts from where it was
         self._progress.update(
-            self._task, completed=record["round"], status=round_status(record)
+            self._task, completed=record.round, status=round_status(record)
         )
-        if record["round"] >= self.total:
+        if record.round >= self.total:
             self.stop()
 
     def stop(self) -> None:

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fedlight.record import RoundRecord  # noqa: E402
 
-def plot_rounds(rounds: list[dict[str, Any]], path: Path, title: str) -> Path:
+
+def plot_rounds(rounds: list[RoundRecord], path: Path, title: str) -> Path:
     """Write a PNG of accuracy and ASR per round; flagged rounds get markers."""
-    xs = [r["round"] for r in rounds]
+    xs = [r.round for r in rounds]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    ax.plot(xs, [r["accuracy"] for r in rounds], "o-", label="clean accuracy")
-    if any(r["asr"] is not None for r in rounds):
+    ax.plot(xs, [r.accuracy for r in rounds], "o-", label="clean accuracy")
+    if any(r.asr is not None for r in rounds):
         ax.plot(
             xs,
-            [r["asr"] if r["asr"] is not None else float("nan") for r in rounds],
+            [r.asr if r.asr is not None else float("nan") for r in rounds],
             "s-",
             color="tab:red",
             label="attack success rate",

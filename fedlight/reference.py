@@ -22,22 +22,23 @@ Not covered: ``faults``, ``resume``, W&B and plots (no training work).
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from fedlight.attacks import Attack
+from fedlight.checks import build_defense
 from fedlight.client import client_data
 from fedlight.defenses.remote import run_job
 from fedlight.evaluation import detection_metrics
 from fedlight.models import build_model
 from fedlight.models.module import TensorBatches
+from fedlight.record import RoundRecord, attacker_share
 from fedlight.sanitize import screen_updates
 from fedlight.seeding import derive_seed
 from fedlight.server import sample_clients
@@ -45,22 +46,8 @@ from fedlight.simulate import prepare_experiment
 
 State = dict[str, torch.Tensor]
 
-_FEDDEFENDER = "fedlight.defenses.FedDefender"
-_NO_DEFENSE = "fedlight.defenses.NoDefense"
+_DEFENSES = ("feddefender", "none")
 _NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
-
-
-def build_target(node: DictConfig, **extra: Any) -> Any:
-    """``node._target_`` called with the node's other keys, as Hydra would.
-
-    Only flat nodes (no nested ``_target_``), which is what attack and defence
-    configs are.
-    """
-    kwargs = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(kwargs, dict)
-    module, _, name = str(kwargs.pop("_target_")).rpartition(".")
-    kwargs = {k: v for k, v in kwargs.items() if not str(k).startswith("_")}
-    return getattr(importlib.import_module(module), name)(**kwargs, **extra)
 
 
 def train_client(
@@ -190,11 +177,10 @@ def run_reference(cfg: DictConfig, num_threads: int | None = None) -> dict[str, 
     has simulate's keys; client metrics carry ``train-seconds`` per fit.
     """
     started = time.perf_counter()
-    defense_target = str(cfg.defense._target_)
-    if defense_target not in (_FEDDEFENDER, _NO_DEFENSE):
+    if cfg.defense.name not in _DEFENSES:
         raise ValueError(
-            f"the reference knows defense targets {_FEDDEFENDER} and {_NO_DEFENSE}, "
-            f"not {defense_target}"
+            f"the reference knows defense={' and defense='.join(_DEFENSES)}, "
+            f"not defense={cfg.defense.name}"
         )
     threads_before = torch.get_num_threads()
     torch.set_num_threads(num_threads or os.cpu_count() or 1)
@@ -203,7 +189,7 @@ def run_reference(cfg: DictConfig, num_threads: int | None = None) -> dict[str, 
     # plain torch script has no such setting, so the reference runs without it.
     nvml_check = os.environ.pop(_NVML_CHECK, None)
     try:
-        return _run(cfg, started, defense_target == _FEDDEFENDER)
+        return _run(cfg, started, cfg.defense.name == "feddefender")
     finally:
         torch.set_num_threads(threads_before)
         if nvml_check is not None:
@@ -225,13 +211,13 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
     defender = None
     if feddefender:
         context = experiment.defense_context(cfg)
-        # The real strategy, only to build each round's DefenderJob.
-        defender = build_target(cfg.defense, inner=None, context=context)
+        # The real defence, only to build each round's DefenderJob.
+        defender = build_defense(cfg, context)
 
     spec = experiment.client_spec(cfg, experiment.bundle(), num_threads=1)
     client_tensors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     model = build_model(cfg.model.name, data.num_classes, channels)
-    rounds: list[dict[str, Any]] = []
+    rounds: list[RoundRecord] = []
     for server_round in range(1, cfg.num_rounds + 1):
         start = time.perf_counter()
         chosen = sample_clients(
@@ -260,12 +246,15 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
             confidence = dict(zip(kept, scores.tolist(), strict=True))
             flagged, weights = feddefender_weights(confidence, float(cfg.defense.theta))
         defense_seconds = time.perf_counter() - defense_start
+        weights = {cid: clients[cid]["num-examples"] * weights[cid] for cid in kept}
         survivors = [cid for cid in kept if weights[cid] > 0.0]
         if survivors:
             global_state = fedavg(
                 [states[cid] for cid in survivors],
-                [clients[cid]["num-examples"] * weights[cid] for cid in survivors],
+                [weights[cid] for cid in survivors],
             )
+        total = sum(weights.values())
+        shares = {c: w / total for c, w in weights.items()} if total > 0 else None
 
         eval_start = time.perf_counter()
         metrics = evaluator(global_state)
@@ -277,21 +266,24 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
         else:
             detection = {"precision": None, "recall": None, "fpr": None}
         rounds.append(
-            {
-                "round": server_round,
-                **metrics,
-                "malicious_confidence": confidence,
-                "flagged": flagged if confidence is not None else None,
-                "rejected": rejected,
+            RoundRecord(
+                round=server_round,
+                accuracy=metrics["accuracy"],
+                loss=metrics["loss"],
+                asr=metrics.get("asr"),
+                malicious_confidence=confidence,
+                flagged=flagged if confidence is not None else None,
+                rejected=rejected,
                 **detection,
-                "participants": participants,
-                "failures": {},
-                "clients": clients,
-                "train_seconds": train_seconds,
-                "defense_seconds": defense_seconds,
-                "eval_seconds": eval_seconds,
-                "seconds": time.perf_counter() - start,
-            }
+                weights=shares,
+                attacker_weight=attacker_share(shares, malicious) if shares else None,
+                participants=participants,
+                clients=clients,
+                train_seconds=train_seconds,
+                defense_seconds=defense_seconds,
+                eval_seconds=eval_seconds,
+                seconds=time.perf_counter() - start,
+            )
         )
 
     last = rounds[-1]
@@ -299,8 +291,8 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
         "name": cfg.name,
         "malicious_clients": malicious,
         "data_source": data.source,
-        "rounds": rounds,
-        "final": {k: last[k] for k in ("accuracy", "loss", "asr")},
+        "rounds": [r.to_dict() for r in rounds],
+        "final": {"accuracy": last.accuracy, "loss": last.loss, "asr": last.asr},
         "final_state": global_state,
         "num_threads": torch.get_num_threads(),
         "seconds": time.perf_counter() - started,

@@ -37,20 +37,6 @@ import yaml
 
 log = logging.getLogger("fedlight")
 
-# Defences in the order a reader compares them: the baseline, the paper's
-# baseline, robust aggregation, then FedDefender; anything else after, by name.
-DEFENSE_ORDER = (
-    "none",
-    "normclip",
-    "normclip_weights",
-    "krum",
-    "multikrum",
-    "bulyan",
-    "median",
-    "trimmed_mean",
-    "feddefender",
-    "feddefender_robust",
-)
 METRICS = (
     "accuracy",
     "asr",
@@ -59,6 +45,7 @@ METRICS = (
     "precision",
     "recall",
     "fpr",
+    "attacker_weight",
     "defense_seconds",
     "seconds",
 )
@@ -70,6 +57,7 @@ HEADERS = {
     "precision": "precision",
     "recall": "recall",
     "fpr": "FPR",
+    "attacker_weight": "attacker weight r≥2",
     "defense_seconds": "defence s/round",
     "seconds": "wall time (s)",
 }
@@ -134,28 +122,16 @@ def _choices(run_dir: Path) -> dict[str, str]:
     return dict((hydra.get("runtime") or {}).get("choices") or {})
 
 
-def _option_names(group: str) -> dict[str, str]:
-    """``_target_`` -> config-file name for a group of the shipped configs, the
-    first name (sorted) where several files share a target."""
-    import fedlight.configs
-
-    names: dict[str, str] = {}
-    folder = Path(fedlight.configs.__file__).parent / group
-    for path in sorted(folder.glob("*.yaml")):
-        target = (yaml.safe_load(path.read_text()) or {}).get("_target_")
-        if target:
-            names.setdefault(target, path.stem)
-    return names
-
-
 def _label(config: dict[str, Any], choices: dict[str, str], group: str) -> str:
-    """The option a run used for ``group``: Hydra's record of the choice, else
-    the shipped config file with the run's ``_target_`` (a run made by calling
-    ``simulate``), else the class name."""
+    """The plug-in a run used for ``group``: its registered name in the run's
+    config, else Hydra's record of the choice (runs of fedlight before the
+    registry), else the class name of the old ``_target_``."""
+    node = config.get(group) or {}
+    if "name" in node:
+        return str(node["name"])
     if group in choices:
         return choices[group]
-    target = str((config.get(group) or {}).get("_target_", "?"))
-    return _option_names(group).get(target, target.rsplit(".", 1)[-1])
+    return str(node.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
 # Keys that change how a defence runs, not what it decides.
@@ -166,11 +142,18 @@ _EXECUTION_KEYS = frozenset(
 
 @functools.cache
 def _shipped(group: str, name: str) -> dict[str, Any]:
-    """The shipped ``group/name.yaml`` (read once per report, not once per run)."""
-    import fedlight.configs
+    """The declared defaults of plug-in ``name`` (empty for an unknown one)."""
+    from fedlight.params import defaults
 
-    path = Path(fedlight.configs.__file__).parent / group / f"{name}.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    registry = _registry(group)
+    return defaults(registry.get(name).params) if name in registry else {}
+
+
+def _registry(group: str) -> Any:
+    from fedlight.attacks import ATTACKS
+    from fedlight.defenses import DEFENSES
+
+    return {"defense": DEFENSES, "attack": ATTACKS}[group]
 
 
 def _overridden(group: str, name: str, values: dict[str, Any]) -> list[str]:
@@ -198,6 +181,9 @@ def defense_label(config: dict[str, Any], choices: dict[str, str]) -> str:
         if "weights" not in name:
             name += "_weights"
     changed = _overridden("defense", name, values)
+    bound = (config.get("server") or {}).get("max_attackers", 1)
+    if name != "none" and bound != 1:
+        changed.append(f"max_attackers={bound}")
     return f"{name} [{', '.join(changed)}]" if changed else name
 
 
@@ -250,6 +236,14 @@ def load_run(results_path: Path) -> Run | None:
         "precision": _mean_defined(r.get("precision") for r in rounds),
         "recall": _mean_defined(r.get("recall") for r in rounds),
         "fpr": _mean_defined(r.get("fpr") for r in rounds),
+        "attacker_weight": max(
+            (
+                r["attacker_weight"]
+                for r in rounds[1:]
+                if r.get("attacker_weight") is not None
+            ),
+            default=None,
+        ),
         "defense_seconds": _mean_defined(r.get("defense_seconds") for r in rounds),
         "seconds": results.get("seconds"),
     }
@@ -308,8 +302,8 @@ def section(setting: str, attack: str) -> str:
 
 
 def _defense_rank(name: str) -> tuple[int, str]:
-    base = name.split(" ")[0]
-    order = DEFENSE_ORDER.index(base) if base in DEFENSE_ORDER else len(DEFENSE_ORDER)
+    """The defence's declared place in the report's order (its registry order)."""
+    order, _ = _registry("defense").rank(name.split(" ")[0].removesuffix("_weights"))
     return order, name
 
 
@@ -344,6 +338,7 @@ OVERVIEW = (
     "recall",
     "precision",
     "fpr",
+    "attacker_weight",
     "accuracy",
     "defense_seconds",
 )

@@ -2,9 +2,12 @@
 
 The loop samples clients by partition id with a seeded generator (Flower's own
 sampler draws node ids with the unseeded ``random`` module), sends the global
-weights, lets the strategy (a defence wrapping FedAvg) aggregate the replies in
-partition order, evaluates the new global model on the server and hands one
-record per round to ``on_round``.
+weights, asks the defence for its verdict on the replies (in partition order),
+applies it (FedAvg with the verdict's weights, or the defence's own model),
+evaluates the new global model on the server and hands one
+:class:`~fedlight.record.RoundRecord` per round to ``on_round``. A reply's
+client is the partition its node announced at discovery, looked up by the node
+id Flower delivered it from, never a field the reply carries.
 """
 
 from __future__ import annotations
@@ -21,20 +24,32 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from fedlight.aggregation import fedavg
 from fedlight.checkpoint import save_checkpoint
-from fedlight.defenses.base import CLIENT_KEY, DefenseStrategy, cast_like, client_id
+from fedlight.defenses.base import (
+    WEIGHT_KEY,
+    ClientUpdate,
+    Defense,
+    RoundInput,
+    Verdict,
+    cast_like,
+    to_record,
+)
 from fedlight.evaluation import Evaluator, detection_metrics
+from fedlight.record import RoundRecord, attacker_share
 from fedlight.sanitize import screen_updates
 from fedlight.seeding import derive_seed
 
 log = logging.getLogger("fedlight")
+
+CLIENT_KEY = "partition-id"
 
 
 @dataclass
 class ServerPlan:
     """Everything the round loop needs, built by :func:`fedlight.simulate.simulate`."""
 
-    strategy: DefenseStrategy
+    defense: Defense
     initial_arrays: ArrayRecord
     evaluator: Evaluator
     num_rounds: int
@@ -48,8 +63,8 @@ class ServerPlan:
     max_norm: float | None = None
     checkpoint_path: Path | None = None
     fingerprint: str = ""
-    on_round: Callable[[dict[str, Any]], None] | None = None
-    rounds: list[dict[str, Any]] = field(default_factory=list)
+    on_round: Callable[[RoundRecord], None] | None = None
+    rounds: list[RoundRecord] = field(default_factory=list)
     final_arrays: ArrayRecord | None = None
     # Seconds between polls for replies (see send_and_receive); a deployment
     # polls a SuperLink over the network and sets a longer one.
@@ -146,7 +161,7 @@ def collect_replies(
             failures[str(owner[msg.metadata.dst_node_id])] = (
                 f"no reply in {timeout:g} s"
             )
-    return sorted(good, key=lambda r: int(client_id(r))), failures
+    return sorted(good, key=lambda r: owner[r.metadata.src_node_id]), failures
 
 
 def run_rounds(grid: Grid, plan: ServerPlan) -> None:
@@ -155,7 +170,7 @@ def run_rounds(grid: Grid, plan: ServerPlan) -> None:
     Rounds already in ``plan.rounds`` (a resumed run) are skipped; after every
     round the server state is checkpointed when ``plan.checkpoint_path`` is set.
     """
-    plan.strategy.warm_up()
+    plan.defense.warm_up()
     nodes = discover_nodes(grid, plan.num_clients, plan.round_timeout_s, plan.poll_s)
     missing = sorted(set(range(plan.num_clients)) - set(nodes))
     if missing:
@@ -172,8 +187,8 @@ def run_rounds(grid: Grid, plan: ServerPlan) -> None:
                     "fingerprint": plan.fingerprint,
                     "round": server_round,
                     "arrays": arrays.to_torch_state_dict(),
-                    "rounds": plan.rounds,
-                    "strategy": plan.strategy.state_dict(),
+                    "rounds": [r.to_dict() for r in plan.rounds],
+                    "defense": plan.defense.state_dict(),
                 },
             )
         if plan.on_round is not None:
@@ -188,8 +203,8 @@ def run_round(
     owner: dict[int, int],
     arrays: ArrayRecord,
     server_round: int,
-) -> tuple[ArrayRecord, dict[str, Any]]:
-    """One round: train the sampled clients, screen, aggregate, evaluate."""
+) -> tuple[ArrayRecord, RoundRecord]:
+    """One round: train the sampled clients, screen, judge, aggregate, evaluate."""
     start = time.perf_counter()
     chosen = sample_clients(
         plan.seed, server_round, plan.num_clients, plan.clients_per_round
@@ -213,52 +228,102 @@ def run_round(
             f"simulation.min_replies={plan.min_replies} needs {needed}"
         )
     train_seconds = time.perf_counter() - start
-    client_metrics = {
-        client_id(r): {k: float(v) for k, v in r.content["metrics"].items()}
+    updates = [
+        ClientUpdate(
+            cid=str(owner[r.metadata.src_node_id]),
+            arrays=r.content["arrays"],
+            num_examples=float(r.content["metrics"][WEIGHT_KEY]),
+            metrics={k: float(v) for k, v in r.content["metrics"].items()},
+            reply=r,
+        )
         for r in replies
-    }
+    ]
     reference = {k: v.numpy() for k, v in arrays.items()}
     rejected = screen_updates(
         reference,
-        {client_id(r): r.content["arrays"] for r in replies},
+        {u.cid: u.arrays for u in updates},
         max_norm_ratio=plan.max_norm_ratio,
         max_norm=plan.max_norm,
     )
     for cid, reason in rejected.items():
         log.warning("round %d: rejected client %s: %s", server_round, cid, reason)
-    replies = [r for r in replies if client_id(r) not in rejected]
-    plan.strategy.global_arrays = arrays  # update-based defences need it
-    new_arrays, _ = plan.strategy.aggregate_train(server_round, replies)
-    report = plan.strategy.last_report
-    if new_arrays is not None:
-        arrays = cast_like(new_arrays, {k: v.dtype for k, v in reference.items()})
+    kept = [u for u in updates if u.cid not in rejected]
+    verdict, defense_seconds = None, 0.0
+    if kept:
+        rnd = RoundInput(server_round, arrays, kept)
+        judged = time.perf_counter()
+        verdict = plan.defense.verdict(rnd)
+        new_arrays = apply_verdict(rnd, verdict, plan.defense.label)
+        defense_seconds = time.perf_counter() - judged
+        if new_arrays is not None:
+            arrays = cast_like(new_arrays, {k: v.dtype for k, v in reference.items()})
     eval_start = time.perf_counter()
     metrics = plan.evaluator(arrays.to_torch_state_dict())
     eval_seconds = time.perf_counter() - eval_start
     participants = [str(c) for c in chosen]
-    scored = report.confidence is not None
-    if scored or rejected:
-        excluded = sorted({*report.flagged, *rejected}, key=int)
+    scores = verdict.scores if verdict else None
+    flagged = verdict.flagged if verdict else []
+    if scores is not None or rejected:
+        excluded = sorted({*flagged, *rejected}, key=int)
         detection = detection_metrics(excluded, plan.malicious, participants)
     else:
         detection = {"precision": None, "recall": None, "fpr": None}
-    record = {
-        "round": server_round,
-        **metrics,
-        "malicious_confidence": report.confidence,
-        "flagged": report.flagged if scored else None,
-        "rejected": rejected,
+    shares = normalised(verdict.weights) if verdict else None
+    record = RoundRecord(
+        round=server_round,
+        accuracy=metrics["accuracy"],
+        loss=metrics["loss"],
+        asr=metrics.get("asr"),
+        malicious_confidence=scores,
+        flagged=list(flagged) if scores is not None else None,
+        rejected=rejected,
         **detection,
-        "participants": participants,
-        "failures": failures,
-        "clients": client_metrics,
-        "train_seconds": train_seconds,
-        "defense_seconds": report.seconds,
-        "defense_details": plain(report.details),
-        "eval_seconds": eval_seconds,
-        "seconds": time.perf_counter() - start,
-    }
+        weights=shares,
+        attacker_weight=attacker_share(shares, plan.malicious) if shares else None,
+        participants=participants,
+        failures=failures,
+        clients={u.cid: u.metrics for u in updates},
+        train_seconds=train_seconds,
+        defense_seconds=defense_seconds,
+        defense_details=plain(verdict.details) if verdict else {},
+        eval_seconds=eval_seconds,
+        seconds=time.perf_counter() - start,
+    )
     return arrays, record
+
+
+def normalised(weights: dict[str, float]) -> dict[str, float] | None:
+    """``weights`` as shares summing to 1 (None when they sum to 0)."""
+    total = sum(weights.values())
+    return {c: w / total for c, w in weights.items()} if total > 0 else None
+
+
+def apply_verdict(rnd: RoundInput, verdict: Verdict, label: str) -> ArrayRecord | None:
+    """The new global model a verdict asks for: the defence's own ``model``, or
+    FedAvg of the clients' (possibly replaced) arrays with the verdict's
+    weights; None (keep the model) when every weight is 0."""
+    ids = rnd.ids
+    bad = {
+        c: w
+        for c, w in verdict.weights.items()
+        if c not in ids or not math.isfinite(w) or w < 0
+    }
+    missing = [c for c in ids if c not in verdict.weights]
+    if bad or missing:
+        raise RuntimeError(
+            f"defense {label} returned invalid weights: {bad or 'missing'} "
+            f"{missing or ''} (every participant needs a finite weight >= 0)"
+        )
+    if verdict.model is not None:
+        return verdict.model
+    weights = [verdict.weights[u.cid] for u in rnd.updates]
+    if not any(w > 0 for w in weights):
+        return None
+    states = [
+        {k: a.numpy() for k, a in verdict.replaced.get(u.cid, u.arrays).items()}
+        for u in rnd.updates
+    ]
+    return to_record(fedavg(states, weights))
 
 
 def plain(value: Any) -> Any:

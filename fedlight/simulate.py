@@ -20,21 +20,26 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import ArrayRecord
-from flwr.serverapp.strategy import FedAvg
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fedlight.attacks import Attack
 from fedlight.checkpoint import FILENAME as CHECKPOINT
 from fedlight.checkpoint import load_checkpoint
-from fedlight.checks import ConfigError, check_config, check_gpu_budget
+from fedlight.checks import (
+    ConfigError,
+    build_attack,
+    build_defense,
+    check_config,
+    check_gpu_budget,
+)
 from fedlight.client import ClientSpec, make_client_app
 from fedlight.console import RoundProgress, log_round, summary_table
 from fedlight.data import PreparedData, load_dataset, partition_indices
-from fedlight.defenses import DefenseContext, DefenseStrategy
+from fedlight.defenses import DefenseContext
 from fedlight.evaluation import Evaluator
 from fedlight.models import build_model
 from fedlight.plotting import plot_rounds
+from fedlight.record import RoundRecord
 from fedlight.server import ServerPlan, make_server_app
 from fedlight.tracking import Tracker
 
@@ -180,7 +185,7 @@ class Experiment:
             mean=self.data.mean,
             std=self.data.std,
             seed=cfg.seed,
-            num_attackers=max(1, len(self.malicious)),
+            max_attackers=cfg.server.max_attackers,
             device=cfg.device,
         )
 
@@ -225,7 +230,7 @@ def prepare_experiment(cfg: DictConfig) -> Experiment:
         seed=cfg.seed,
         min_partition_size=cfg.partition.min_partition_size,
     )
-    attack: Attack = instantiate(cfg.attack)
+    attack: Attack = build_attack(cfg)
     return Experiment(data=data, partitions=partitions, attack=attack)
 
 
@@ -283,15 +288,12 @@ def build_plan(
     template = build_model(cfg.model.name, num_classes, data.input_shape[0])
 
     evaluator = exp.evaluator(cfg)
-    context = exp.defense_context(cfg)
-    # Server-side evaluation replaces Flower's federated evaluation.
-    inner = FedAvg(fraction_evaluate=1e-9, min_evaluate_nodes=0)
-    strategy: DefenseStrategy = instantiate(cfg.defense)(inner=inner, context=context)
+    defense = build_defense(cfg, exp.defense_context(cfg))
     initial = template.state_dict() if resumed is None else resumed["arrays"]
     if resumed is not None:
-        strategy.load_state_dict(resumed["strategy"])
+        defense.load_state_dict(resumed["defense"])
     return ServerPlan(
-        strategy=strategy,
+        defense=defense,
         initial_arrays=ArrayRecord(initial),
         evaluator=evaluator,
         num_rounds=cfg.num_rounds,
@@ -305,7 +307,7 @@ def build_plan(
         max_norm=cfg.server.max_norm,
         checkpoint_path=out_dir / CHECKPOINT,
         fingerprint=config_fingerprint(cfg),
-        rounds=list(resumed["rounds"]) if resumed else [],
+        rounds=[RoundRecord.from_dict(r) for r in resumed["rounds"]] if resumed else [],
     )
 
 
@@ -318,12 +320,7 @@ def make_tracker(cfg: DictConfig, out_dir: Path) -> Tracker:
         project=cfg.wandb.project,
         entity=cfg.wandb.entity,
         group=cfg.wandb.group,
-        tags=[
-            cfg.dataset.name,
-            cfg.attack._target_.rsplit(".", 1)[-1],
-            cfg.defense._target_.rsplit(".", 1)[-1],
-            *cfg.wandb.tags,
-        ],
+        tags=[cfg.dataset.name, cfg.attack.name, cfg.defense.name, *cfg.wandb.tags],
         name=cfg.name,
     )
 
@@ -334,12 +331,12 @@ def track_rounds(cfg: DictConfig, plan: ServerPlan, tracker: Tracker) -> None:
     progress = RoundProgress(cfg.num_rounds)
     progress.start()
 
-    def on_round(record: dict[str, Any]) -> None:
+    def on_round(record: RoundRecord) -> None:
         log_round(
             record,
             plan.malicious,
             num_inputs=cfg.defense.get("num_inputs"),
-            defense=cfg.defense._target_.rsplit(".", 1)[-1],
+            defense=cfg.defense.name,
         )
         progress.update(record)
         tracker.log_round(record)
@@ -368,12 +365,8 @@ def finish_run(
         "name": cfg.name,
         "malicious_clients": exp.malicious,
         "data_source": exp.data.source,
-        "rounds": plan.rounds,
-        "final": {
-            "accuracy": last["accuracy"],
-            "loss": last["loss"],
-            "asr": last["asr"],
-        },
+        "rounds": [r.to_dict() for r in plan.rounds],
+        "final": {"accuracy": last.accuracy, "loss": last.loss, "asr": last.asr},
         "seconds": time.perf_counter() - started,
     }
     write_json(out_dir / "results.json", results)
@@ -381,8 +374,8 @@ def finish_run(
         plan.rounds,
         out_dir / f"{cfg.partition.name}-{cfg.model.name}-{cfg.dataset.name}.png",
         title=(
-            f"{cfg.name}: {exp.attack.name} attack, "
-            f"{cfg.defense._target_.rsplit('.', 1)[-1]}, {cfg.num_clients} clients"
+            f"{cfg.name}: {cfg.attack.name} attack, "
+            f"{cfg.defense.name}, {cfg.num_clients} clients"
         ),
     )
     log.info("\n%s", summary_table(plan.rounds))

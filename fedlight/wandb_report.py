@@ -25,7 +25,7 @@ from typing import Any
 from fedlight.tracking import resolve_mode
 
 # Runs are grouped by these config keys (nested Hydra config, as logged).
-SETTING_KEYS = ("dataset.name", "attack._target_", "defense._target_")
+SETTING_KEYS = ("dataset.name", "attack.name", "defense.name")
 
 ROUND_PANELS = (
     ("Clean accuracy per round", ["accuracy"]),

@@ -13,6 +13,15 @@ DATA_ROOT = Path(
     os.environ.get("FEDLIGHT_DATA", REPO.parent / "shared" / "data")
 ).resolve()
 
+# Published per-class counts of full MNIST, the data under DATA_ROOT/mnist (see
+# ../shared/data/README.md): 60,000 train + 10,000 test images.
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+# The 10,000-image subset shipped in fedlight/data/embedded/mnist (the default when
+# no data is configured): an 80/20 per-class split, 7,996 train + 2,004 test.
+EMBEDDED_MNIST_TRAIN_COUNTS = [800, 901, 792, 825, 784, 690, 811, 856, 755, 782]
+EMBEDDED_MNIST_TEST_COUNTS = [201, 226, 199, 207, 196, 173, 203, 214, 189, 196]
+
 SMOKE = [
     "num_clients=4",
     "num_rounds=2",

@@ -253,7 +253,8 @@ def test_bad_targets_fail_in_one_line_before_reading_runs(study, tmp_path, capsy
 
 def test_a_cap_above_the_datasets_size_is_no_subset(tmp_path):
     root = tmp_path / "sweep"
-    # MNIST's local 7,996 images under a 12,000 cap: all kept, the full setting.
+    # The embedded MNIST subset's 7,996 images under a 12,000 cap: all kept, the
+    # full setting.
     fake_run(
         root,
         "0",

@@ -1,21 +1,5 @@
-"""Client-side attacks, one module each; ``attack=`` names the config file."""
+"""Client-side attacks, one module each, registered by name in ``ATTACKS``."""
 
-from fedlight.attacks.backdoor import Backdoor, stamp_trigger
-from fedlight.attacks.base import Attack, scale_update
-from fedlight.attacks.blended import Blended
-from fedlight.attacks.broken import BrokenUpdate
-from fedlight.attacks.dba import DistributedBackdoor
-from fedlight.attacks.label_flip import LabelFlip
-from fedlight.attacks.none import NoAttack
+from fedlight.attacks.base import ATTACKS, Attack, scale_update
 
-__all__ = [
-    "Attack",
-    "Backdoor",
-    "Blended",
-    "BrokenUpdate",
-    "DistributedBackdoor",
-    "LabelFlip",
-    "NoAttack",
-    "scale_update",
-    "stamp_trigger",
-]
+__all__ = ["ATTACKS", "Attack", "scale_update"]

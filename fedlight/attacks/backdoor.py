@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fedlight.attacks.base import Attack
+from fedlight.attacks.base import ATTACKS, Attack
+from fedlight.params import RunFacts, fail, param
 
 
 def stamp_trigger(x: torch.Tensor, size: int, value: float) -> torch.Tensor:
@@ -60,8 +61,13 @@ class TriggerAttack(Attack):
     the ASR set; subclasses only say how the trigger is stamped (:meth:`stamp`).
     """
 
-    target_label: int = 9
-    poison_fraction: float = 0.5
+    target_label: int = param(9, low=0, doc="the class triggered images go to")
+    poison_fraction: float = param(
+        0.5,
+        low=0.0,
+        high=1.0,
+        doc="share of the attacker's non-target samples poisoned",
+    )
 
     def stamp(
         self, x: torch.Tensor, pixel_max: float, client_id: int | None = None
@@ -98,13 +104,24 @@ class TriggerAttack(Attack):
         return triggered, torch.full_like(y[keep], self.target_label)
 
 
+@ATTACKS.register("backdoor", order=10, paper="Gill et al., arXiv 2307.08672")
 @dataclass
 class Backdoor(TriggerAttack):
     """The square patch in the bottom-right corner (FedDefender's threat model)."""
 
-    trigger_size: int = 4
+    trigger_size: int = param(
+        12, low=1, doc="px at the model's input size, bottom-right corner"
+    )
 
-    name = "backdoor"
+    def check(self, facts: RunFacts, key: str, owner: str) -> None:
+        super().check(facts, key, owner)
+        if self.trigger_size > facts.image_size:
+            fail(
+                f"{key}.trigger_size",
+                self.trigger_size,
+                f"an integer in [1, {facts.image_size}] (dataset.image_size)",
+                owner,
+            )
 
     def stamp(
         self, x: torch.Tensor, pixel_max: float, client_id: int | None = None

@@ -1,55 +1,31 @@
 """What every attack can do to a client's data and report.
 
-An attack is a plain, picklable object: the driver validates it and uses it to
-build the ASR test set; every Ray actor gets a copy and applies it to the
-partitions of the clients it names.
+An attack is a plain, picklable dataclass that is also its own parameter
+schema: its fields, with their ranges and docs (:func:`fedlight.params.param`),
+are the keys of ``attack=NAME``. The driver validates it and uses it to build
+the ASR test set; every Ray actor gets a copy and applies it to the partitions
+of the clients it names. A new attack is one module: a subclass registered with
+``@ATTACKS.register(name)`` (docs/extending.md).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+from fedlight.params import Params, RunFacts, fail, param
+from fedlight.registry import Registry
+
 log = logging.getLogger("fedlight")
 
-
-def _attack_parameters(cls: type) -> set[str]:
-    """Every dataclass field of ``cls`` and of all its subclasses."""
-    names = {f.name for f in fields(cls)}
-    for sub in cls.__subclasses__():
-        names |= _attack_parameters(sub)
-    return names
-
-
-class AttackMeta(type):
-    """Drop keyword arguments that are parameters of *other* attacks.
-
-    An experiment file sets the threat model once (``attack.trigger_size: 12``,
-    ``poison_fraction``...), and a sweep such as ``attack=backdoor,label_flip,none``
-    merges those values into every attack's config; an attack ignores (and logs)
-    the ones it does not have. A key that is no attack's parameter still fails.
-    """
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        own = {f.name for f in fields(cls)}
-        foreign = sorted(
-            k for k in kwargs if k not in own and k in _attack_parameters(Attack)
-        )
-        if foreign:
-            log.info(
-                "attack %s ignores %s (parameters of other attacks)",
-                cls.name,
-                ", ".join(foreign),
-            )
-        kept = {k: v for k, v in kwargs.items() if k not in foreign}
-        return super().__call__(*args, **kept)
+ATTACKS = Registry("attack", "fedlight.attacks")
 
 
 @dataclass
-class Attack(metaclass=AttackMeta):
+class Attack(Params):
     """No attack: the base class every attack overrides in part.
 
     ``malicious_clients`` are partition ids; ``num_malicious`` (when not None)
@@ -64,13 +40,26 @@ class Attack(metaclass=AttackMeta):
     since it acts on the weights and not on the data.
     """
 
-    malicious_clients: list[int] = field(default_factory=list)
-    target_label: int | None = None
-    boost: float = 1.0
-    scale: float = 1.0
-    num_malicious: int | None = None
+    malicious_clients: list[int] = param(
+        factory=list, low=0, doc="the attackers' partition ids"
+    )
+    num_malicious: int | None = param(
+        None, low=0, doc="N: the first N partition ids instead of malicious_clients"
+    )
+    boost: float = param(
+        1.0, low=0.0, low_open=True, doc="factor on the reported example count"
+    )
+    scale: float = param(
+        1.0, low=0.0, low_open=True, doc="model replacement: global + scale * update"
+    )
 
-    name = "none"
+    target_label: ClassVar[int | None] = None
+    plugin_name: ClassVar[str] = "none"
+
+    @property
+    def name(self) -> str:
+        """The registered name (``attack=NAME``)."""
+        return self.plugin_name
 
     def __post_init__(self) -> None:
         if self.num_malicious is not None:
@@ -80,6 +69,32 @@ class Attack(metaclass=AttackMeta):
                 )
             self.malicious_clients = list(range(int(self.num_malicious)))
         self.malicious_clients = sorted(int(c) for c in self.malicious_clients)
+
+    def check(self, facts: RunFacts, key: str, owner: str) -> None:
+        ids = list(self.malicious_clients)
+        if any(not 0 <= c < facts.num_clients for c in ids) or len(set(ids)) < len(ids):
+            fail(
+                f"{key}.malicious_clients",
+                ids,
+                f"distinct partition ids in [0, {facts.num_clients})",
+                owner,
+            )
+        if self.num_malicious is not None and self.num_malicious > facts.num_clients:
+            fail(
+                f"{key}.num_malicious",
+                self.num_malicious,
+                f"an integer in [0, {facts.num_clients}]",
+                owner,
+            )
+        if self.target_label is not None and not (
+            0 <= self.target_label < facts.num_classes
+        ):
+            fail(
+                f"{key}.target_label",
+                self.target_label,
+                f"an integer in [0, {facts.num_classes - 1}]",
+                owner,
+            )
 
     def is_malicious(self, client_id: int) -> bool:
         return client_id in self.malicious_clients

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from fedlight.attacks.backdoor import TriggerAttack
+from fedlight.attacks.base import ATTACKS
+from fedlight.params import param
 
 
 def blend_pattern(height: int, width: int, pixel_max: float, seed: int) -> torch.Tensor:
@@ -37,14 +39,15 @@ def blend(x: torch.Tensor, pattern: torch.Tensor, ratio: float) -> torch.Tensor:
     return (1.0 - ratio) * x + ratio * pattern.to(x.dtype)
 
 
+@ATTACKS.register("blended", order=30, paper="Chen et al., arXiv 1712.05526")
 @dataclass
 class Blended(TriggerAttack):
     """Blend a fixed pattern into ``poison_fraction`` of the non-target samples."""
 
-    blend_ratio: float = 0.2
-    pattern_seed: int = 0
-
-    name = "blended"
+    blend_ratio: float = param(
+        0.2, low=0.0, low_open=True, high=1.0, doc="x' = (1 - ratio) x + ratio pattern"
+    )
+    pattern_seed: int = param(0, low=0, doc="the seed fixing the pattern")
 
     def stamp(
         self, x: torch.Tensor, pixel_max: float, client_id: int | None = None

@@ -12,18 +12,18 @@ from dataclasses import dataclass
 
 import torch
 
-from fedlight.attacks.base import Attack
+from fedlight.attacks.base import ATTACKS, Attack
+from fedlight.params import param
 
 KINDS = ("nan_values", "inf_values", "wrong_shape", "wrong_dtype", "huge_norm")
 
 
+@ATTACKS.register("broken_update", order=90)
 @dataclass
 class BrokenUpdate(Attack):
     """Replace the malicious clients' trained weights by a broken version."""
 
-    kind: str = "nan_values"
-
-    name = "broken_update"
+    kind: str = param("nan_values", choices=KINDS, doc="what the client sends")
 
     def tamper(
         self,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from fedlight.attacks.backdoor import Backdoor, stamp_trigger
+from fedlight.attacks.base import ATTACKS
+from fedlight.params import RunFacts, fail, param
 
 
 def stamp_part(
@@ -33,6 +35,7 @@ def stamp_part(
     return out
 
 
+@ATTACKS.register("dba", order=20, paper="Xie et al., ICLR 2020")
 @dataclass
 class DistributedBackdoor(Backdoor):
     """Each attacker stamps its own part of the trigger; tested with all of it.
@@ -41,9 +44,19 @@ class DistributedBackdoor(Backdoor):
     with more attackers than parts, parts are reused round-robin.
     """
 
-    num_parts: int | None = None
+    num_parts: int | None = param(
+        None, low=1, doc="trigger parts; null: one per malicious client"
+    )
 
-    name = "dba"
+    def check(self, facts: RunFacts, key: str, owner: str) -> None:
+        super().check(facts, key, owner)
+        if self.num_parts is not None and self.num_parts > self.trigger_size:
+            fail(
+                f"{key}.num_parts",
+                self.num_parts,
+                f"an integer in [1, {self.trigger_size}] (trigger_size)",
+                owner,
+            )
 
     @property
     def parts(self) -> int:

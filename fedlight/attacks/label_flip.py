@@ -11,17 +11,19 @@ from dataclasses import dataclass
 
 import torch
 
-from fedlight.attacks.base import Attack
+from fedlight.attacks.base import ATTACKS, Attack
+from fedlight.params import param
 
 
+@ATTACKS.register("label_flip", order=40)
 @dataclass
 class LabelFlip(Attack):
     """Untargeted label noise on the malicious clients' data."""
 
-    flip_fraction: float = 1.0
-    num_classes: int = 10
-
-    name = "label_flip"
+    flip_fraction: float = param(
+        1.0, low=0.0, high=1.0, doc="share of the attacker's samples relabelled"
+    )
+    num_classes: int = param(10, low=2, doc="labels are drawn from these classes")
 
     def poison(
         self,

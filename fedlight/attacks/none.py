@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedlight.attacks.base import Attack
+from fedlight.attacks.base import ATTACKS, Attack
 
 
+@ATTACKS.register("none", order=0)
 @dataclass
 class NoAttack(Attack):
     """Benign federation; kept as a class so configs never carry a null attack.
@@ -15,8 +16,6 @@ class NoAttack(Attack):
     ``attack=none`` over a backdoor experiment gives the no-attack baseline, and
     the detection metrics count every flag as a false positive).
     """
-
-    name = "none"
 
     def __post_init__(self) -> None:
         self.malicious_clients = []

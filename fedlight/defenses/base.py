@@ -1,33 +1,46 @@
-"""The wrapper every defence builds on: screen the replies, then let the inner
-strategy aggregate what is left.
+"""The defence contract: the round's updates in, a verdict out.
 
-Like Flower's DP wrappers, a defence is a :class:`flwr.serverapp.strategy.Strategy`
-holding another one (FedAvg by default), so any defence composes with any
-aggregation rule. A defence only decides which replies survive and with what
-weight, and reports per-client scores for the detection metrics. A defence that
-is an aggregation rule of its own (Bulyan, the coordinate-wise median)
-overrides :meth:`DefenseStrategy.aggregate` instead of passing to ``inner``.
+A defence sees what a real server has: every reply of the round (weights,
+reported example count, metrics), the global model the clients started from,
+and the task (:class:`DefenseContext`). It returns a :class:`Verdict`: the
+aggregation weight of every client (0 excludes it), the clients it flags, its
+per-client scores and a details record. The server applies the verdict: FedAvg
+with exactly those weights, so a down-weighted client is visible as such
+(``attacker_weight`` in every round record). A defence that is an aggregation
+rule of its own (median, Bulyan) returns the new model too, and states each
+client's share of it as its weights.
+
+A new defence is one module: a parameter dataclass, a :class:`Defense` subclass
+with :meth:`Defense.verdict`, and ``@DEFENSES.register(name, params=...)``
+(docs/extending.md).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, ClassVar
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+import torch
+from flwr.app import Array, ArrayRecord, Message
+
+from fedlight.params import Params
+from fedlight.registry import Registry
+
+DEFENSES = Registry("defense", "fedlight.defenses")
 
 WEIGHT_KEY = "num-examples"
-CLIENT_KEY = "partition-id"
 
 
 @dataclass(frozen=True)
 class DefenseContext:
-    """What a defence may know about the task besides the replies."""
+    """What the server knows besides the replies: the task and its assumptions.
+
+    ``max_attackers`` is the number of malicious clients a defence assumes at
+    most (``server.max_attackers``, a setting of the server, never the attack's
+    ground truth); a defence's own bound (Krum's f) overrides it.
+    """
 
     model: str
     num_classes: int
@@ -35,41 +48,96 @@ class DefenseContext:
     mean: float
     std: float
     seed: int
-    num_attackers: int = 1
+    max_attackers: int = 1
     device: str = "cpu"
 
 
+@dataclass(frozen=True)
+class ClientUpdate:
+    """One client's reply as the server holds it."""
+
+    cid: str
+    arrays: ArrayRecord
+    num_examples: float
+    metrics: dict[str, float]
+    reply: Message | None = None  # the Flower message, for Flower's own rules
+
+    @cached_property
+    def state(self) -> dict[str, torch.Tensor]:
+        """The weights as torch tensors."""
+        return self.arrays.to_torch_state_dict()
+
+    @cached_property
+    def numpy(self) -> dict[str, np.ndarray]:
+        """The weights as numpy arrays."""
+        return {k: a.numpy() for k, a in self.arrays.items()}
+
+
+@dataclass(frozen=True)
+class RoundInput:
+    """Everything a defence gets in a round."""
+
+    server_round: int
+    global_arrays: ArrayRecord
+    updates: list[ClientUpdate]
+
+    @property
+    def ids(self) -> list[str]:
+        return [u.cid for u in self.updates]
+
+    def counts(self) -> dict[str, float]:
+        """The example counts the clients reported (FedAvg's weights)."""
+        return {u.cid: u.num_examples for u in self.updates}
+
+    @cached_property
+    def global_state(self) -> dict[str, torch.Tensor]:
+        return self.global_arrays.to_torch_state_dict()
+
+    @cached_property
+    def global_numpy(self) -> dict[str, np.ndarray]:
+        return {k: a.numpy() for k, a in self.global_arrays.items()}
+
+
 @dataclass
-class DefenseReport:
-    """One round's verdict: per-client scores (None if the defence scores none),
-    the clients excluded from aggregation, and the defence's own wall time."""
+class Verdict:
+    """A defence's decision for one round.
 
-    confidence: dict[str, float] | None = None
+    ``weights``: every client's aggregation weight (0 excludes it). Without
+    ``model`` the server averages the clients' arrays (``replaced`` ones where
+    given, e.g. clipped) with these weights; with ``model`` (a rule of its own)
+    they state each client's share of it. ``scores``: per-client suspicion in
+    [0, 1] for defences that score (None otherwise); ``flagged`` the clients it
+    counts as detected; ``details`` anything else worth recording.
+    """
+
+    weights: dict[str, float]
     flagged: list[str] = field(default_factory=list)
-    weights: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    details: dict[str, object] = field(default_factory=dict)
+    scores: dict[str, float] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    model: ArrayRecord | None = None
+    replaced: dict[str, ArrayRecord] = field(default_factory=dict)
 
 
-def client_id(reply: Message) -> str:
-    """The partition id a client reported, as the string used in results."""
-    return str(int(reply.content["metrics"][CLIENT_KEY]))
+class Defense:
+    """FedAvg: every client weighted by its reported count, nobody scored.
 
+    Subclasses override :meth:`verdict`; ``params`` is the plug-in's parameter
+    dataclass, checked before the run starts.
+    """
 
-class DefenseStrategy(Strategy):
-    """Delegate everything to ``inner``; subclasses override :meth:`screen`."""
+    plugin_name: ClassVar[str] = "?"
 
-    def __init__(self, inner: Strategy, context: DefenseContext) -> None:
-        self.inner = inner
+    def __init__(self, params: Params, context: DefenseContext) -> None:
+        self.params = params
         self.context = context
-        self.last_report = DefenseReport()
-        # The round's global model, for defences that look at updates (w - global):
-        # set by the server loop before aggregation, and by configure_train as
-        # Flower's DP wrappers record it.
-        self.global_arrays: ArrayRecord | None = None
+
+    @property
+    def label(self) -> str:
+        """The registered name: log label, W&B tag and report label."""
+        return self.plugin_name
 
     def warm_up(self) -> None:
-        """Start whatever the defence needs before the first round (no-op here)."""
+        """Start whatever the defence needs before the first round."""
 
     def state_dict(self) -> dict[str, Any]:
         """What the defence carries across rounds (checkpointed with the run)."""
@@ -78,83 +146,44 @@ class DefenseStrategy(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` when a run resumes."""
 
-    def screen(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[list[Message], DefenseReport]:
-        """Return the replies to aggregate (possibly reweighted) and a report."""
-        return replies, DefenseReport()
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid = [r for r in replies if not r.has_error()]
-        if not valid:
-            self.last_report = DefenseReport()
-            return None, None
-        start = time.perf_counter()
-        kept, report = self.screen(server_round, valid)
-        report.seconds = time.perf_counter() - start
-        self.last_report = report
-        if not kept:
-            return None, None
-        return self.aggregate(server_round, kept)
-
-    def aggregate(
-        self, server_round: int, kept: list[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the screened replies: the inner strategy's rule by default."""
-        return self.inner.aggregate_train(server_round, kept)
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self.global_arrays = arrays
-        return self.inner.configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
-
-    def summary(self) -> None:
-        self.inner.summary()
+    def verdict(self, rnd: RoundInput) -> Verdict:
+        """The round's decision; FedAvg by reported counts here."""
+        return Verdict(weights=rnd.counts())
 
 
-def reweight(replies: list[Message], weights: dict[str, float]) -> list[Message]:
-    """Scale each reply's example count by its client's weight; drop weight 0.
-
-    FedAvg weighs by the reported count, so scaling it is exactly a per-client
-    aggregation weight. Returns no replies if every weight is 0.
-    """
-    kept = []
-    for reply in replies:
-        w = weights.get(client_id(reply), 1.0)
-        if w <= 0.0:
-            continue
-        metrics = reply.content["metrics"]
-        metrics[WEIGHT_KEY] = float(metrics[WEIGHT_KEY]) * w
-        kept.append(reply)
-    return kept
+def assumed_attackers(value: int | None, context: DefenseContext) -> int:
+    """A defence's bound on the attackers: its own ``value``, else the server's
+    ``max_attackers``."""
+    return int(value) if value is not None else context.max_attackers
 
 
-def resolve_num_malicious(value: int | None, context: DefenseContext) -> int:
-    """A defence's assumed number of attackers: ``value``, else the attack's
-    (``context.num_attackers``, at least 1), as FedDefender's ``num_attackers``."""
-    return int(value) if value is not None else max(1, context.num_attackers)
+def scaled_weights(
+    counts: dict[str, float], scores: dict[str, float], flagged: list[str]
+) -> dict[str, float]:
+    """FedDefender's weights: flagged clients 0, the others their count times
+    ``1 - score``."""
+    return {
+        cid: 0.0 if cid in flagged else float(n) * (1.0 - scores[cid])
+        for cid, n in counts.items()
+    }
+
+
+def selection_weights(counts: dict[str, float], kept: set[str]) -> dict[str, float]:
+    """The weights of a selection rule: kept clients their count, others 0."""
+    return {cid: float(n) if cid in kept else 0.0 for cid, n in counts.items()}
+
+
+def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    """numpy arrays as Flower's ArrayRecord."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
 
 
 def cast_like(arrays: ArrayRecord, dtypes: dict[str, Any]) -> ArrayRecord:
     """``arrays`` with every array cast back to the clients' dtype.
 
-    Flower's aggregation rules (FedAvg's weighted sum, median, trimmed mean)
-    return float64 for integer buffers such as BatchNorm's
-    ``num_batches_tracked``; the next round's screening expects the model's own
-    dtypes.
+    Flower's aggregation rules (median, trimmed mean) return float64 for integer
+    buffers such as BatchNorm's ``num_batches_tracked``; the next round's
+    screening expects the model's own dtypes.
     """
     return ArrayRecord(
         {
@@ -162,22 +191,3 @@ def cast_like(arrays: ArrayRecord, dtypes: dict[str, Any]) -> ArrayRecord:
             for k, a in arrays.items()
         }
     )
-
-
-class OwnRuleDefense(DefenseStrategy):
-    """A defence that is an aggregation rule: Flower's ``rule`` strategy
-    aggregates the screened replies in place of ``inner``.
-
-    ``inner`` still configures rounds. The rule's time counts as defence time;
-    the server restores the model's dtypes after every aggregation.
-    """
-
-    rule: Strategy
-
-    def aggregate(
-        self, server_round: int, kept: list[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        start = time.perf_counter()
-        arrays, metrics = self.rule.aggregate_train(server_round, kept)
-        self.last_report.seconds += time.perf_counter() - start
-        return arrays, metrics

@@ -3,35 +3,45 @@ hidden vulnerability of distributed learning in Byzantium").
 
 Multi-Krum first keeps ``theta = n - 2f`` clients; then, coordinate by
 coordinate, the ``beta = theta - 2f`` values closest to their median are
-averaged. Bulyan is itself an aggregation rule, so this defence aggregates with
-Flower's ``Bulyan`` strategy instead of calling ``inner`` (which only configures
-rounds). Flower's Bulyan takes its selection rule as a parameter; the wrapper
-passes Flower's ``select_multikrum`` wrapped to record the clients it kept, and
-reports the others as flagged (confidence 1, kept ones 0).
+averaged. Flower's ``Bulyan`` strategy aggregates; its selection rule is
+Flower's ``select_multikrum``, wrapped to record the clients it kept, and the
+others are flagged (confidence 1, kept ones 0). The weights are each client's
+share of the values averaged (:func:`fedlight.aggregation.closest_shares`).
 
 Bulyan needs ``n >= 4f + 3``; with fewer replies Flower's strategy skips the
 round, so here ``f`` is lowered to the largest value the round allows (recorded
-in the report's details) rather than leaving the model unchanged.
+in the details) rather than leaving the model unchanged.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import RecordDict
 from flwr.serverapp.strategy import Bulyan as FlowerBulyan
-from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
+from fedlight.aggregation import closest_shares
 from fedlight.defenses.base import (
-    DefenseContext,
-    DefenseReport,
-    OwnRuleDefense,
-    client_id,
-    resolve_num_malicious,
+    DEFENSES,
+    Defense,
+    RoundInput,
+    Verdict,
+    assumed_attackers,
 )
+from fedlight.params import Params, param
 
 log = logging.getLogger("fedlight")
+
+
+@dataclass
+class BulyanParams(Params):
+    num_malicious_nodes: int | None = param(
+        None,
+        low=0,
+        doc="f; null: server.max_attackers (lowered per round to fit n >= 4f + 3)",
+    )
 
 
 def feasible_num_malicious(num_malicious: int, num_replies: int) -> int:
@@ -39,62 +49,54 @@ def feasible_num_malicious(num_malicious: int, num_replies: int) -> int:
     return max(0, min(num_malicious, (num_replies - 3) // 4))
 
 
-class Bulyan(OwnRuleDefense):
-    """Multi-Krum selection, then a coordinate-wise trimmed mean around the median.
+@DEFENSES.register(
+    "bulyan", params=BulyanParams, order=50, paper="El Mhamdi et al., ICML 2018"
+)
+class Bulyan(Defense):
+    """Multi-Krum selection, then a coordinate-wise trimmed mean around the median."""
 
-    ``num_malicious_nodes`` (f) null: the attack's number of malicious clients.
-    """
+    params: BulyanParams
 
-    def __init__(
-        self,
-        inner: Strategy,
-        context: DefenseContext,
-        num_malicious_nodes: int | None = None,
-    ) -> None:
-        super().__init__(inner, context)
-        self.num_malicious_nodes = resolve_num_malicious(num_malicious_nodes, context)
-        self._selected: list[RecordDict] = []
-        self.rule = FlowerBulyan(
-            num_malicious_nodes=self.num_malicious_nodes,
-            selection_rule=self._record_selection,
-        )
-
-    def _record_selection(
-        self, contents: list[RecordDict], num_malicious: int, num_to_select: int
-    ) -> list[RecordDict]:
-        selected = select_multikrum(contents, num_malicious, num_to_select)
-        self._selected = selected
-        return selected
-
-    def screen(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[list[Message], DefenseReport]:
-        f = feasible_num_malicious(self.num_malicious_nodes, len(replies))
-        if f < self.num_malicious_nodes:
+    def verdict(self, rnd: RoundInput) -> Verdict:
+        wanted = assumed_attackers(self.params.num_malicious_nodes, self.context)
+        n = len(rnd.updates)
+        f = feasible_num_malicious(wanted, n)
+        if f < wanted:
             log.warning(
                 "round %d: Bulyan needs 4f + 3 replies, has %d: using f=%d, not %d",
-                server_round,
-                len(replies),
+                rnd.server_round,
+                n,
                 f,
-                self.num_malicious_nodes,
+                wanted,
             )
-        self.rule.num_malicious_nodes = f
-        return replies, DefenseReport(details={"num_malicious_nodes": f})
+        selected: list[RecordDict] = []
 
-    def aggregate(
-        self, server_round: int, kept: list[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        ids = [client_id(r) for r in kept]
-        contents = [r.content for r in kept]
-        self._selected = []
-        result = super().aggregate(server_round, kept)
-        chosen = {id(c) for c in self._selected}
-        kept_ids = [
-            cid for cid, c in zip(ids, contents, strict=True) if id(c) in chosen
-        ]
-        report = self.last_report
-        report.flagged = [cid for cid in ids if cid not in kept_ids]
-        report.confidence = {cid: 0.0 if cid in kept_ids else 1.0 for cid in ids}
-        report.weights = {cid: 1.0 if cid in kept_ids else 0.0 for cid in ids}
-        report.details["selected"] = kept_ids
-        return result
+        def record_selection(
+            contents: list[RecordDict], num_malicious: int, num_to_select: int
+        ) -> list[RecordDict]:
+            selected.extend(select_multikrum(contents, num_malicious, num_to_select))
+            return selected
+
+        # Flower's Bulyan frees the arrays it reads: take the numpy views first.
+        states = {u.cid: u.numpy for u in rnd.updates}
+        contents = {id(u.reply.content): u.cid for u in rnd.updates}
+        rule = FlowerBulyan(num_malicious_nodes=f, selection_rule=record_selection)
+        model, _ = rule.aggregate_train(
+            rnd.server_round, [u.reply for u in rnd.updates]
+        )
+        kept = [contents[id(c)] for c in selected]
+        kept = [cid for cid in rnd.ids if cid in kept]
+        shares = dict.fromkeys(rnd.ids, 0.0)
+        beta = n - 4 * f
+        if kept:
+            for cid, s in zip(
+                kept, closest_shares([states[c] for c in kept], beta), strict=True
+            ):
+                shares[cid] = float(s)
+        return Verdict(
+            weights=shares,
+            flagged=[cid for cid in rnd.ids if cid not in kept],
+            scores={cid: 0.0 if cid in kept else 1.0 for cid in rnd.ids},
+            details={"num_malicious_nodes": f, "selected": kept},
+            model=model,
+        )

@@ -11,24 +11,80 @@ Flower messages and calls it.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
-from flwr.app import Message
-from flwr.serverapp.strategy import Strategy
 
 from fedlight.defenses.base import (
+    DEFENSES,
+    Defense,
     DefenseContext,
-    DefenseReport,
-    DefenseStrategy,
-    client_id,
-    reweight,
+    RoundInput,
+    Verdict,
+    assumed_attackers,
+    scaled_weights,
 )
+from fedlight.defenses.fingerprint import ENGINES
 from fedlight.defenses.remote import DefenderJob, RemoteDefender, run_job
+from fedlight.params import Params, RunFacts, fail, param
 from fedlight.seeding import derive_seed
 
 
-class FedDefender(DefenseStrategy):
+@dataclass
+class FedDefenderParams(Params):
+    theta: float = param(0.5, low=0.0, high=1.0, doc="exclude a client above this")
+    num_inputs: int = param(10, low=1, doc="synthetic inputs per round")
+    na_t: float = param(0.0, doc="a neuron is on when its output exceeds this")
+    num_attackers: int | None = param(
+        None, low=1, doc="leave-one-out repetitions; null: server.max_attackers"
+    )
+    engine: str = param(
+        "batched", choices=ENGINES, doc="batched (the engine) | loop (the oracle)"
+    )
+    max_memory_mb: float = param(1024.0, low=1.0, doc="the engine's working memory")
+    remote: bool = param(True, doc="score in a Ray task on the simulation's cluster")
+    num_cpus: float = param(0.0, low=0.0, doc="the task's CPU reservation")
+    num_gpus: float = param(0.0, low=0.0, doc="> 0 runs the task on a GPU")
+    inference_guided: bool = param(
+        False, doc="FedDebug's input selection from a candidate pool"
+    )
+    eta: int = param(4, low=1, doc="keep a candidate when at least eta clients agree")
+    pool_size: int = param(100, low=1, doc="candidates drawn for inference_guided")
+
+    def check(self, facts: RunFacts, key: str, owner: str) -> None:
+        if self.num_attackers is not None and self.num_attackers >= max(
+            facts.num_clients, 2
+        ):
+            fail(
+                f"{key}.num_attackers",
+                self.num_attackers,
+                f"an integer in [1, {max(facts.num_clients - 1, 1)}]",
+                owner,
+            )
+        if self.inference_guided:
+            if self.eta > facts.clients_per_round:
+                fail(
+                    f"{key}.eta",
+                    self.eta,
+                    f"an integer in [1, {facts.clients_per_round}]",
+                    owner,
+                )
+            if self.pool_size < self.num_inputs:
+                fail(
+                    f"{key}.pool_size",
+                    self.pool_size,
+                    f"an integer >= num_inputs ({self.num_inputs})",
+                    owner,
+                )
+
+
+@DEFENSES.register(
+    "feddefender",
+    params=FedDefenderParams,
+    order=80,
+    paper="Gill, Anwar, Gulzar, arXiv 2307.08672",
+)
+class FedDefender(Defense):
     """Differential testing of client models on synthetic inputs.
 
     Scoring runs as a task on a Ray actor (``num_cpus``/``num_gpus``) when Ray
@@ -37,28 +93,13 @@ class FedDefender(DefenseStrategy):
     FedDebug does.
     """
 
-    def __init__(
-        self,
-        inner: Strategy,
-        context: DefenseContext,
-        theta: float = 0.5,
-        num_inputs: int = 10,
-        na_t: float = 0.0,
-        num_attackers: int | None = None,
-        engine: str = "batched",
-        max_memory_mb: float = 1024.0,
-        remote: bool = True,
-        num_cpus: float = 0.0,
-        num_gpus: float = 0.0,
-        inference_guided: bool = False,
-        eta: int = 4,
-        pool_size: int = 100,
-    ) -> None:
-        super().__init__(inner, context)
-        self.theta = theta
-        self.num_inputs = num_inputs
-        self.num_attackers = num_attackers or max(1, context.num_attackers)
-        self.remote = RemoteDefender(num_cpus, num_gpus) if remote else None
+    params: FedDefenderParams
+
+    def __init__(self, params: FedDefenderParams, context: DefenseContext) -> None:
+        super().__init__(params, context)
+        p = params
+        self.num_attackers = assumed_attackers(p.num_attackers, context)
+        self.remote = RemoteDefender(p.num_cpus, p.num_gpus) if p.remote else None
         self.job = DefenderJob(
             model=context.model,
             num_classes=context.num_classes,
@@ -66,15 +107,15 @@ class FedDefender(DefenseStrategy):
             mean=context.mean,
             std=context.std,
             seed=context.seed,
-            num_inputs=num_inputs,
-            na_t=na_t,
+            num_inputs=p.num_inputs,
+            na_t=p.na_t,
             num_attackers=self.num_attackers,
-            engine=engine,
-            max_memory_mb=max_memory_mb,
-            device="cuda" if num_gpus > 0 else context.device,
-            inference_guided=inference_guided,
-            eta=eta,
-            pool_size=pool_size,
+            engine=p.engine,
+            max_memory_mb=p.max_memory_mb,
+            device="cuda" if p.num_gpus > 0 else context.device,
+            inference_guided=p.inference_guided,
+            eta=p.eta,
+            pool_size=p.pool_size,
         )
 
     def job_for_round(self, server_round: int, num_clients: int) -> DefenderJob:
@@ -95,22 +136,16 @@ class FedDefender(DefenseStrategy):
         if self.remote is not None and ray_running():
             self.remote.start()
 
-    def screen(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[list[Message], DefenseReport]:
-        ids = [client_id(r) for r in replies]
-        states = [r.content["arrays"].to_torch_state_dict() for r in replies]
-        confidence = self.confidences(server_round, states)
-        scores = dict(zip(ids, confidence.tolist(), strict=True))
-        flagged = [cid for cid in ids if scores[cid] > self.theta]
-        weights = {cid: 0.0 if cid in flagged else 1.0 - scores[cid] for cid in ids}
-        report = DefenseReport(
-            confidence=scores,
+    def verdict(self, rnd: RoundInput) -> Verdict:
+        confidence = self.confidences(rnd.server_round, [u.state for u in rnd.updates])
+        scores = dict(zip(rnd.ids, confidence.tolist(), strict=True))
+        flagged = [cid for cid in rnd.ids if scores[cid] > self.params.theta]
+        return Verdict(
+            weights=scaled_weights(rnd.counts(), scores, flagged),
             flagged=flagged,
-            weights=weights,
-            details={"num_inputs": self.num_inputs},
+            scores=scores,
+            details={"num_inputs": self.params.num_inputs},
         )
-        return reweight(replies, weights), report
 
 
 def ray_running() -> bool:

@@ -34,16 +34,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from flwr.app import Message
-from flwr.serverapp.strategy import Strategy
 
 from fedlight.defenses.base import (
-    WEIGHT_KEY,
+    DEFENSES,
+    Defense,
     DefenseContext,
-    DefenseReport,
-    DefenseStrategy,
-    client_id,
-    reweight,
+    RoundInput,
+    Verdict,
+    assumed_attackers,
+    scaled_weights,
 )
 from fedlight.defenses.feddefender import ray_running
 from fedlight.defenses.fingerprint import score_clients, synthetic_inputs
@@ -57,6 +56,7 @@ from fedlight.defenses.robust_fingerprint import (
     robust_z,
 )
 from fedlight.models import build_model
+from fedlight.params import Params, param
 from fedlight.seeding import derive_seed
 
 INPUTS = ("noise", "class_impressions")
@@ -188,6 +188,54 @@ def run_robust_job(
     return confidence_from_z(z, job.z_cut), z
 
 
+@dataclass
+class RobustParams(Params):
+    theta: float = param(
+        0.5, low=0.0, high=1.0, doc="exclude a client whose suspicion exceeds this"
+    )
+    num_inputs: int = param(20, low=1, doc="shared starting inputs per round")
+    inputs: str = param(
+        "class_impressions",
+        choices=INPUTS,
+        doc="noise (the paper) | class_impressions (of the global model)",
+    )
+    fingerprint: str = param(
+        "disagreement",
+        choices=FINGERPRINTS,
+        doc="disagreement | continuous | boolean (the paper's leave-one-out)",
+    )
+    z_cut: float = param(
+        5.0,
+        low=0.0,
+        low_open=True,
+        doc="robust z-score above which a client is flagged",
+    )
+    steps: int = param(15, low=0, doc="Adam steps of the input searches")
+    lr: float = param(0.1, low=0.0, low_open=True, doc="their learning rate")
+    reference: str = param(
+        "auto",
+        choices=REFERENCES,
+        doc="global | mean | median | auto (median in round 1)",
+    )
+    memory_decay: float = param(
+        0.75,
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        doc="suspicion = max(confidence, decay * last); 0 turns memory off",
+    )
+    cap_examples: float | None = param(
+        2.0, low=1.0, doc="cap reported counts at this x the median; null: off"
+    )
+    na_t: float = param(0.0, doc="boolean fingerprint only: the on threshold")
+    num_attackers: int | None = param(
+        None, low=1, doc="boolean fingerprint only; null: server.max_attackers"
+    )
+    remote: bool = param(True, doc="score in the defender's Ray actor")
+    num_cpus: float = param(0.0, low=0.0, doc="the actor's CPU reservation")
+    num_gpus: float = param(0.0, low=0.0, doc="> 0 runs it on a GPU")
+
+
 def cap_counts(counts: dict[str, float], cap: float | None) -> dict[str, float]:
     """Reported example counts capped at ``cap`` x the median (None: unchanged)."""
     if cap is None or not counts:
@@ -209,46 +257,22 @@ def remember(
     return merged
 
 
-class RobustFedDefender(DefenseStrategy):
+@DEFENSES.register(
+    "feddefender_robust",
+    params=RobustParams,
+    order=90,
+    paper="fedlight (after Gill et al., arXiv 2307.08672)",
+)
+class RobustFedDefender(Defense):
     """FedDefender with better inputs, fingerprints, memory and count caps."""
 
-    def __init__(
-        self,
-        inner: Strategy,
-        context: DefenseContext,
-        theta: float = 0.5,
-        num_inputs: int = 20,
-        inputs: str = "class_impressions",
-        fingerprint: str = "disagreement",
-        z_cut: float = 5.0,
-        steps: int = 15,
-        lr: float = 0.1,
-        reference: str = "auto",
-        memory_decay: float = 0.75,
-        cap_examples: float | None = 2.0,
-        na_t: float = 0.0,
-        num_attackers: int | None = None,
-        remote: bool = True,
-        num_cpus: float = 0.0,
-        num_gpus: float = 0.0,
-    ) -> None:
-        super().__init__(inner, context)
-        if inputs not in INPUTS:
-            raise ValueError(f"inputs={inputs!r} is not one of {', '.join(INPUTS)}")
-        if reference not in REFERENCES:
-            raise ValueError(
-                f"reference={reference!r} is not one of {', '.join(REFERENCES)}"
-            )
-        if fingerprint not in FINGERPRINTS:
-            raise ValueError(
-                f"fingerprint={fingerprint!r} is not one of {', '.join(FINGERPRINTS)}"
-            )
-        self.theta = theta
-        self.reference = reference
-        self.memory_decay = memory_decay
-        self.cap_examples = cap_examples
-        self.num_attackers = num_attackers or max(1, context.num_attackers)
-        self.remote = RemoteDefender(num_cpus, num_gpus) if remote else None
+    params: RobustParams
+
+    def __init__(self, params: RobustParams, context: DefenseContext) -> None:
+        super().__init__(params, context)
+        p = params
+        self.num_attackers = assumed_attackers(p.num_attackers, context)
+        self.remote = RemoteDefender(p.num_cpus, p.num_gpus) if p.remote else None
         self.suspicion: dict[str, float] = {}
         self.job = RobustJob(
             model=context.model,
@@ -257,15 +281,15 @@ class RobustFedDefender(DefenseStrategy):
             mean=context.mean,
             std=context.std,
             seed=context.seed,
-            num_inputs=num_inputs,
-            inputs=inputs,
-            fingerprint=fingerprint,
-            z_cut=z_cut,
-            steps=steps,
-            lr=lr,
-            na_t=na_t,
+            num_inputs=p.num_inputs,
+            inputs=p.inputs,
+            fingerprint=p.fingerprint,
+            z_cut=p.z_cut,
+            steps=p.steps,
+            lr=p.lr,
+            na_t=p.na_t,
             num_attackers=self.num_attackers,
-            device="cuda" if num_gpus > 0 else context.device,
+            device="cuda" if p.num_gpus > 0 else context.device,
         )
 
     def job_for_round(self, server_round: int, num_clients: int) -> RobustJob:
@@ -277,7 +301,7 @@ class RobustFedDefender(DefenseStrategy):
             self.job,
             seed=seed,
             num_attackers=attackers,
-            reference=round_reference(self.reference, server_round),
+            reference=round_reference(self.params.reference, server_round),
         )
 
     def warm_up(self) -> None:
@@ -301,35 +325,25 @@ class RobustFedDefender(DefenseStrategy):
             return self.remote.call(run_robust_job, job, global_state, states)
         return run_robust_job(job, global_state, states)
 
-    def screen(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[list[Message], DefenseReport]:
-        if self.global_arrays is None:
-            raise RuntimeError("feddefender_robust needs the round's global model")
-        ids = [client_id(r) for r in replies]
-        states = [r.content["arrays"].to_torch_state_dict() for r in replies]
-        global_state = self.global_arrays.to_torch_state_dict()
-        confidence, raw = self.scores(server_round, global_state, states)
+    def verdict(self, rnd: RoundInput) -> Verdict:
+        ids = rnd.ids
+        confidence, raw = self.scores(
+            rnd.server_round, rnd.global_state, [u.state for u in rnd.updates]
+        )
         current = dict(zip(ids, confidence.tolist(), strict=True))
-        if self.memory_decay > 0:
-            self.suspicion = remember(self.suspicion, current, self.memory_decay)
+        decay = self.params.memory_decay
+        if decay > 0:
+            self.suspicion = remember(self.suspicion, current, decay)
             scores = {cid: self.suspicion[cid] for cid in ids}
         else:
             scores = current
-        flagged = [cid for cid in ids if scores[cid] > self.theta]
-        weights = {cid: 0.0 if cid in flagged else 1.0 - scores[cid] for cid in ids}
-
-        counts = {
-            cid: float(r.content["metrics"][WEIGHT_KEY])
-            for cid, r in zip(ids, replies, strict=True)
-        }
-        capped = cap_counts(counts, self.cap_examples)
-        for cid, reply in zip(ids, replies, strict=True):
-            reply.content["metrics"][WEIGHT_KEY] = capped[cid]
-        report = DefenseReport(
-            confidence=scores,
+        flagged = [cid for cid in ids if scores[cid] > self.params.theta]
+        counts = rnd.counts()
+        capped = cap_counts(counts, self.params.cap_examples)
+        return Verdict(
+            weights=scaled_weights(capped, scores, flagged),
             flagged=flagged,
-            weights=weights,
+            scores=scores,
             details={
                 "statistic": dict(zip(ids, raw.tolist(), strict=True)),
                 "capped": sorted(
@@ -337,4 +351,3 @@ class RobustFedDefender(DefenseStrategy):
                 ),
             },
         )
-        return reweight(replies, weights), report

@@ -1,28 +1,10 @@
-"""FedDefender's fingerprint kernel: neuron activations and leave-one-out voting.
+"""FedDefender's fingerprint engine: what ``engine="batched"`` runs, and its inputs.
 
-Gill, Anwar, Gulzar, "FedDefender: Backdoor Attack Defense in Federated Learning"
-(arXiv 2307.08672), after FedDebug (ICSE 2023). Every client model of a round sees
-the same K synthetic inputs; its fingerprint on an input is the output of every
-``nn.Conv2d`` and ``nn.Linear`` module, flattened and concatenated (in execution
-order) into one neuron vector, and a neuron is *on* when its value is strictly
-greater than ``na_t``. Per input, the leave-one-out subset of clients that shares
-the most *on* neurons is taken as benign and the client left out is the suspect;
-with ``num_attackers`` > 1 the suspect is removed and the test repeated. A client's
-confidence is the fraction of the K inputs that flagged it.
-
-Tie rule (ours; the original code broke ties by subset order): when the largest
-count is reached by more than one left-out client, the input does not discriminate
-and casts no vote in this repetition nor in any later one. Fewer than two
-remaining clients also cast no vote.
-
-Two implementations live side by side. The oracles (``fingerprint_loop``,
-``leave_one_out_loop``) are written for clarity, like the paper describes them.
-The engine (``fingerprint_batched``, ``leave_one_out_fast``, and the streaming
-path of ``score_clients``) gives the same answer: it runs each forward pass on all
-K inputs at once, without copying client weights into a module, and reduces the
-leave-one-out count from O(N^2 x neurons) to O(N x neurons) per input.
-
-Pure torch: no flwr, hydra, ray or wandb imports.
+In production :func:`score_clients` runs :class:`_Engine` (all K inputs per forward
+pass, client weights swapped in without copies) and :func:`_streaming_confidence`
+(the leave-one-out vote in O(clients x neurons) per input). The paper's method,
+written plainly, is the oracle in :mod:`fedlight.defenses.fingerprint_oracle`: it
+runs for ``engine="loop"`` and the tests hold this engine to it bit for bit.
 """
 
 from __future__ import annotations
@@ -35,7 +17,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-FINGERPRINT_MODULES = (nn.Conv2d, nn.Linear)
+from fedlight.defenses import fingerprint_oracle as oracle
+from fedlight.defenses.fingerprint_oracle import FINGERPRINT_MODULES
+
 ENGINES = ("batched", "loop")
 
 # On CPU, vmap turns every conv into a grouped conv, which oneDNN runs slower than
@@ -119,152 +103,6 @@ def inference_guided_inputs(
     return pool[chosen]
 
 
-# ---------------------------------------------------------------------- fingerprints
-def fingerprint_loop(
-    model: nn.Module,
-    states: Sequence[Mapping[str, Tensor]],
-    inputs: Tensor,
-    na_t: float,
-) -> Tensor:
-    """The oracle: one model copy per client, one forward per input, with hooks.
-
-    Returns bool ``(clients, inputs, neurons)``: which Conv2d/Linear outputs exceed
-    ``na_t``. Slow on purpose; the engine is checked against it.
-    """
-    outputs: list[Tensor] = []
-
-    def record(_module: nn.Module, _args: object, output: Tensor) -> None:
-        outputs.append(output.flatten())
-
-    rows_per_client = []
-    for state in states:
-        client = copy.deepcopy(model)
-        client.load_state_dict(state)
-        client.eval()
-        dtype = next(client.parameters()).dtype
-        handles = [
-            m.register_forward_hook(record)
-            for m in client.modules()
-            if isinstance(m, FINGERPRINT_MODULES)
-        ]
-        rows = []
-        with torch.no_grad():
-            for x in inputs:
-                outputs.clear()
-                client(x.unsqueeze(0).to(dtype))
-                rows.append(torch.cat(outputs) > na_t)  # (neurons,)
-        for handle in handles:
-            handle.remove()
-        rows_per_client.append(torch.stack(rows))  # (inputs, neurons)
-    if not rows_per_client:
-        neurons = _Engine(model, inputs, na_t).neurons
-        return torch.zeros((0, len(inputs), neurons), dtype=torch.bool)
-    return torch.stack(rows_per_client)  # (clients, inputs, neurons)
-
-
-def fingerprint_batched(
-    model: nn.Module,
-    states: Sequence[Mapping[str, Tensor]],
-    inputs: Tensor,
-    na_t: float,
-    max_memory_mb: float = 1024.0,
-    device: str | torch.device = "cpu",
-    *,
-    vectorize: bool | None = None,
-) -> Tensor:
-    """The engine: same bool ``(clients, inputs, neurons)`` as :func:`fingerprint_loop`.
-
-    Each forward pass covers all K inputs; clients are processed in chunks sized so
-    that one chunk's weights and activations stay near ``max_memory_mb``. With
-    ``vectorize`` (default: on CUDA, or on CPU for models under 1 MiB) a chunk is
-    one ``vmap`` over stacked client weights; otherwise each client's own tensors
-    are swapped into a single template module with ``functional_call`` (no copy).
-    The result lives on the CPU. For many clients of a large model it is big
-    (clients x inputs x neurons bytes): :func:`score_clients` streams instead.
-    """
-    engine = _Engine(
-        model,
-        inputs,
-        na_t,
-        device=device,
-        max_memory_mb=max_memory_mb,
-        vectorize=vectorize,
-    )
-    chunks = [active.cpu() for _, active, _ in engine.chunks(states)]
-    if not chunks:
-        return torch.zeros((0, len(inputs), engine.neurons), dtype=torch.bool)
-    return torch.cat(chunks)  # (clients, inputs, neurons)
-
-
-# --------------------------------------------------------------- leave-one-out tests
-def leave_one_out_loop(active: Tensor, num_attackers: int = 1) -> list[int]:
-    """The oracle for one input: builds every N-1 subset and counts shared neurons.
-
-    ``active`` is bool ``(clients, neurons)``. Returns the suspects in the order
-    they were found; fewer than ``num_attackers`` when an input stops voting (tie
-    rule in the module docstring, or fewer than two clients left).
-    """
-    _check_active(active, 2, num_attackers)
-    remaining = list(range(active.shape[0]))
-    suspects: list[int] = []
-    for _ in range(num_attackers):
-        if len(remaining) < 2:
-            break
-        counts = []
-        for left_out in remaining:
-            subset = [c for c in remaining if c != left_out]
-            counts.append(int(active[subset].all(dim=0).sum()))
-        suspect = _pick(torch.tensor(counts), remaining)
-        if suspect is None:
-            break
-        suspects.append(suspect)
-        remaining.remove(suspect)
-    return suspects
-
-
-def leave_one_out_fast(active: Tensor, num_attackers: int = 1) -> list[int]:
-    """Same answer as :func:`leave_one_out_loop` in O(clients x neurons).
-
-    The subset without client i shares the neurons on in all clients plus those on
-    in every client but i. The first term is the same for every subset, so the
-    ranking only needs, per client, the neurons on in all others and off in it.
-    """
-    _check_active(active, 2, num_attackers)
-    active = active.bool()
-    remaining = list(range(active.shape[0]))
-    on_count = active.sum(dim=0)  # (neurons,) clients on, among the remaining
-    suspects: list[int] = []
-    for _ in range(num_attackers):
-        if len(remaining) < 2:
-            break
-        only_one_off = on_count == len(remaining) - 1  # (neurons,)
-        unique_off = (~active[remaining] & only_one_off).sum(dim=1)  # (remaining,)
-        suspect = _pick(unique_off, remaining)
-        if suspect is None:
-            break
-        suspects.append(suspect)
-        remaining.remove(suspect)
-        on_count -= active[suspect].long()
-    return suspects
-
-
-def suspect_confidence(
-    active: Tensor, num_attackers: int = 1, fast: bool = True
-) -> Tensor:
-    """Per-client confidence: the share of inputs whose test flagged the client.
-
-    ``active`` is bool ``(clients, inputs, neurons)``; returns float ``(clients,)``.
-    """
-    _check_active(active, 3, num_attackers)
-    clients, num_inputs, _ = active.shape
-    test = leave_one_out_fast if fast else leave_one_out_loop
-    votes = torch.zeros(clients)
-    for k in range(num_inputs):
-        for suspect in test(active[:, k], num_attackers):
-            votes[suspect] += 1
-    return votes / max(num_inputs, 1)
-
-
 def score_clients(
     model: nn.Module,
     states: Sequence[Mapping[str, Tensor]],
@@ -279,26 +117,33 @@ def score_clients(
 ) -> Tensor:
     """FedDefender's per-client malicious confidence, float ``(clients,)``.
 
-    ``engine="loop"`` runs the oracles. ``engine="batched"`` never holds the full
-    ``(clients, inputs, neurons)`` matrix: one pass over client chunks accumulates,
-    per input and neuron, the number of clients on and the sum of their ids. Where
-    exactly one remaining client is off, that client's id is the sum of remaining
-    ids minus the on-sum, so a bincount gives every client's unique-off count. To
-    remove a suspect (``num_attackers`` > 1) its row is subtracted from both sums;
-    rows come from a bit-packed copy of the matrix when that fits in
-    ``max_memory_mb``, or else are recomputed (the same chunk, so the same bits).
+    ``engine="loop"`` runs the oracle, :func:`oracle.score_clients`;
+    ``engine="batched"`` (the default, the production path) runs the engine below,
+    which gives the same answer. The subset without client i shares the neurons on
+    in all remaining clients plus those on in every one but i; the first term is the
+    same for every subset, so the ranking only needs, per client, its *unique-off*
+    count: neurons on in all other remaining clients and off in it.
+
+    The engine never holds the full ``(clients, inputs, neurons)`` matrix: one pass
+    over client chunks accumulates, per input and neuron, the number of clients on
+    and the sum of their ids. Where exactly one remaining client is off, that
+    client's id is the sum of remaining ids minus the on-sum, so a bincount gives
+    every client's unique-off count. To remove a suspect (``num_attackers`` > 1)
+    its row is subtracted from both sums; rows come from a bit-packed copy of the
+    matrix when that fits in ``max_memory_mb``, or else are recomputed (the same
+    chunk, so the same bits). Rounds with fewer than two clients, no inputs or
+    ``num_attackers=0`` score zero under either engine.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} is not one of {', '.join(ENGINES)}")
     if num_attackers < 0:
         raise ValueError(f"num_attackers={num_attackers} must be >= 0")
-    if engine == "loop":
-        active = fingerprint_loop(model, states, inputs, na_t)
-        return suspect_confidence(active, num_attackers, fast=False)
-
     clients, num_inputs = len(states), len(inputs)
     if clients < 2 or num_attackers == 0 or num_inputs == 0:
         return torch.zeros(clients)
+    if engine == "loop":
+        return oracle.score_clients(model, states, inputs, na_t, num_attackers)
+
     runner = _Engine(
         model,
         inputs,
@@ -346,10 +191,11 @@ def _streaming_confidence(
     rows_of: Callable[[set[int]], dict[int, Tensor]],
     device: torch.device,
 ) -> Tensor:
-    """:func:`suspect_confidence` on a stream of ``(start, (chunk, K, neurons))``.
+    """The engine's vote, on a stream of ``(start, (chunk, K, neurons))`` chunks.
 
-    ``rows_of`` returns the ``(K, neurons)`` rows of the given clients; it is only
-    called to remove suspects, after the stream is consumed.
+    Same confidences as :func:`oracle.confidence` on the whole matrix, tie rule
+    included. ``rows_of`` returns the ``(K, neurons)`` rows of the given clients;
+    it is only called to remove suspects, after the stream is consumed.
     """
     stats = _VoteStats(clients, num_inputs, neurons, device)
     for start, active in chunks:
@@ -376,15 +222,6 @@ def _streaming_confidence(
 
 
 # ------------------------------------------------------------------------ internals
-def _check_active(active: Tensor, ndim: int, num_attackers: int) -> None:
-    if active.dim() != ndim:
-        raise ValueError(
-            f"active has shape {tuple(active.shape)}; expected {ndim} dims"
-        )
-    if num_attackers < 0:
-        raise ValueError(f"num_attackers={num_attackers} must be >= 0")
-
-
 def _pick(counts: Tensor, remaining: Sequence[int]) -> int | None:
     """The client whose count is the unique maximum, or None on a tie."""
     winners = torch.nonzero(counts == counts.max()).flatten()

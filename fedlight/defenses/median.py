@@ -3,22 +3,31 @@ Bartlett, ICML 2018, "Byzantine-robust distributed learning: towards optimal
 statistical rates").
 
 Every weight of the global model is the median of the clients' values, so fewer
-than half the clients cannot drag any coordinate outside the benign range. It
-is an aggregation rule: Flower's ``FedMedian`` aggregates in place of ``inner``.
-It ignores example counts (a boost buys nothing) and rejects no whole client, so
-the report has no scores and no detection metrics.
+than half the clients cannot drag any coordinate outside the benign range.
+Flower's ``FedMedian`` aggregates. It ignores example counts (a boost buys
+nothing) and rejects no whole client: no scores, no detection metrics. Its
+weights are each client's share of the median's inputs over all coordinates
+(:func:`fedlight.aggregation.rank_shares`).
 """
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedMedian, Strategy
+from flwr.serverapp.strategy import FedMedian
 
-from fedlight.defenses.base import DefenseContext, OwnRuleDefense
+from fedlight.aggregation import rank_shares
+from fedlight.defenses.base import DEFENSES, Defense, RoundInput, Verdict
 
 
-class Median(OwnRuleDefense):
+@DEFENSES.register("median", order=60, paper="Yin et al., ICML 2018")
+class Median(Defense):
     """Coordinate-wise median of the client models (Flower's ``FedMedian``)."""
 
-    def __init__(self, inner: Strategy, context: DefenseContext) -> None:
-        super().__init__(inner, context)
-        self.rule = FedMedian()
+    def verdict(self, rnd: RoundInput) -> Verdict:
+        model, _ = FedMedian().aggregate_train(
+            rnd.server_round, [u.reply for u in rnd.updates]
+        )
+        n = len(rnd.updates)
+        shares = rank_shares([u.numpy for u in rnd.updates], (n - 1) // 2, n // 2 + 1)
+        return Verdict(
+            weights=dict(zip(rnd.ids, shares.tolist(), strict=True)), model=model
+        )

@@ -2,88 +2,80 @@
 learning with adversaries: Byzantine tolerant gradient descent").
 
 Each client gets a score, the sum of squared distances to its ``n - f - 2``
-nearest neighbours; the ``m`` lowest-scoring clients are kept and the inner
-strategy (FedAvg) averages them, which is exactly Flower's ``MultiKrum``. The
-selection is Flower's own :func:`flwr.serverapp.strategy.multikrum.select_multikrum`;
-this wrapper only maps its choice back to clients, so the unselected ones are
-reported as flagged (detection metrics) with confidence 1, the kept ones 0.
-Distances between weights equal distances between updates (the same global
-model is subtracted from both), so weights are compared as Flower does.
+nearest neighbours; the ``m`` lowest-scoring clients are kept and averaged by
+their reported counts, which is exactly Flower's ``MultiKrum``. The selection is
+Flower's own :func:`flwr.serverapp.strategy.multikrum.select_multikrum`; the
+unselected clients are flagged (confidence 1, kept ones 0). Distances between
+weights equal distances between updates (the same global model is subtracted
+from both), so weights are compared as Flower does.
 """
 
 from __future__ import annotations
 
-from flwr.app import Message
-from flwr.serverapp.strategy import Strategy
+from dataclasses import dataclass
+
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
 from fedlight.defenses.base import (
-    DefenseContext,
-    DefenseReport,
-    DefenseStrategy,
-    client_id,
-    resolve_num_malicious,
+    DEFENSES,
+    ClientUpdate,
+    Defense,
+    RoundInput,
+    Verdict,
+    assumed_attackers,
+    selection_weights,
 )
+from fedlight.params import Params, param
+
+PAPER = "Blanchard et al., NeurIPS 2017"
+
+
+@dataclass
+class MultiKrumParams(Params):
+    num_malicious_nodes: int | None = param(
+        None, low=0, doc="f, the attackers assumed; null: server.max_attackers"
+    )
+    num_nodes_to_select: int | None = param(
+        None, low=1, doc="m, the clients kept; null: n - f"
+    )
 
 
 def krum_selection(
-    replies: list[Message], num_malicious: int, num_to_select: int
-) -> list[Message]:
-    """The replies Flower's Multi-Krum keeps, in their original order."""
-    contents = select_multikrum(
-        [r.content for r in replies],
-        num_malicious_nodes=num_malicious,
-        num_nodes_to_select=num_to_select,
-    )
-    chosen = {id(c) for c in contents}
-    return [r for r in replies if id(r.content) in chosen]
+    updates: list[ClientUpdate], num_malicious: int, num_to_select: int
+) -> list[str]:
+    """The clients Flower's Multi-Krum keeps, in their original order."""
+    contents = [u.reply.content for u in updates]
+    chosen = {id(c) for c in select_multikrum(contents, num_malicious, num_to_select)}
+    return [u.cid for u, c in zip(updates, contents, strict=True) if id(c) in chosen]
 
 
-class MultiKrum(DefenseStrategy):
-    """Keep the ``num_nodes_to_select`` most central clients; ``inner`` averages.
+@DEFENSES.register("multikrum", params=MultiKrumParams, order=40, paper=PAPER)
+class MultiKrum(Defense):
+    """Keep the ``m`` most central clients and average them."""
 
-    ``num_malicious_nodes`` (f) null: the attack's number of malicious clients
-    (``DefenseContext.num_attackers``). ``num_nodes_to_select`` (m) null:
-    ``n - f``, Blanchard et al.'s choice, at least 1.
-    """
+    params: MultiKrumParams
 
-    label = "Multi-Krum"
-
-    def __init__(
-        self,
-        inner: Strategy,
-        context: DefenseContext,
-        num_malicious_nodes: int | None = None,
-        num_nodes_to_select: int | None = None,
-    ) -> None:
-        super().__init__(inner, context)
-        self.num_malicious_nodes = resolve_num_malicious(num_malicious_nodes, context)
-        self.num_nodes_to_select = num_nodes_to_select
+    @property
+    def num_malicious(self) -> int:
+        return assumed_attackers(self.params.num_malicious_nodes, self.context)
 
     def to_select(self, num_replies: int) -> int:
-        """m for a round with ``num_replies`` replies."""
-        m = self.num_nodes_to_select
+        """m for a round with ``num_replies`` replies: ``n - f`` unless set."""
+        m = self.params.num_nodes_to_select
         if m is None:
-            m = num_replies - self.num_malicious_nodes
+            m = num_replies - self.num_malicious
         return min(max(1, m), num_replies)
 
-    def screen(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[list[Message], DefenseReport]:
-        ids = [client_id(r) for r in replies]
-        m = self.to_select(len(replies))
-        kept = krum_selection(replies, self.num_malicious_nodes, m)
-        kept_ids = {client_id(r) for r in kept}
-        flagged = [cid for cid in ids if cid not in kept_ids]
-        report = DefenseReport(
-            confidence={cid: 0.0 if cid in kept_ids else 1.0 for cid in ids},
-            flagged=flagged,
-            weights={cid: 1.0 if cid in kept_ids else 0.0 for cid in ids},
+    def verdict(self, rnd: RoundInput) -> Verdict:
+        m = self.to_select(len(rnd.updates))
+        kept = krum_selection(rnd.updates, self.num_malicious, m)
+        return Verdict(
+            weights=selection_weights(rnd.counts(), set(kept)),
+            flagged=[cid for cid in rnd.ids if cid not in kept],
+            scores={cid: 0.0 if cid in kept else 1.0 for cid in rnd.ids},
             details={
-                "rule": self.label,
-                "num_malicious_nodes": self.num_malicious_nodes,
+                "num_malicious_nodes": self.num_malicious,
                 "num_nodes_to_select": m,
-                "selected": sorted(kept_ids, key=int),
+                "selected": kept,
             },
         )
-        return kept, report

@@ -1,9 +1,10 @@
-"""``defense=none``: the inner strategy (FedAvg) unchanged."""
+"""``defense=none``: plain FedAvg (McMahan et al., AISTATS 2017)."""
 
 from __future__ import annotations
 
-from fedlight.defenses.base import DefenseStrategy
+from fedlight.defenses.base import DEFENSES, Defense
 
 
-class NoDefense(DefenseStrategy):
-    """Aggregates every reply; scores no client."""
+@DEFENSES.register("none", order=0, paper="McMahan et al., AISTATS 2017 (FedAvg)")
+class NoDefense(Defense):
+    """FedAvg by reported example counts; scores nobody."""

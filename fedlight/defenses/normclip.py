@@ -7,23 +7,31 @@ or scaled (model-replacement) updates, not a backdoor that fits in a normal-size
 update. ``variant=weights`` clips the whole weight vector instead, as the original
 FedDefender code did (to norm 10). With ``max_norm`` null the bound is the median
 norm of the round, an adaptive choice that needs no tuning per model.
-The inner strategy (FedAvg) aggregates the clipped replies; nobody is flagged.
+FedAvg averages the clipped updates by their counts; nobody is flagged.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, Message
-from flwr.serverapp.strategy import Strategy
+from dataclasses import dataclass
 
-from fedlight.defenses.base import (
-    DefenseContext,
-    DefenseReport,
-    DefenseStrategy,
-    client_id,
-)
+import numpy as np
+
+from fedlight.defenses.base import DEFENSES, Defense, RoundInput, Verdict, to_record
+from fedlight.params import Params, param
 
 VARIANTS = ("update", "weights")
+
+
+@dataclass
+class NormClipParams(Params):
+    max_norm: float | None = param(
+        None, low=0.0, low_open=True, doc="the L2 bound; null: the round's median norm"
+    )
+    variant: str = param(
+        "update",
+        choices=VARIANTS,
+        doc="update (w - global) or weights (the whole vector, as the original code)",
+    )
 
 
 def vector_norm(
@@ -61,58 +69,42 @@ def clip(
     return out, norm
 
 
-class NormClip(DefenseStrategy):
-    """Clip each client's update (or weights) to ``max_norm``, then ``inner``."""
+@DEFENSES.register(
+    "normclip", params=NormClipParams, order=10, paper="Sun et al., arXiv 1911.07963"
+)
+class NormClip(Defense):
+    """Clip each client's update (or weights) to ``max_norm``, then FedAvg."""
 
-    def __init__(
-        self,
-        inner: Strategy,
-        context: DefenseContext,
-        max_norm: float | None = None,
-        variant: str = "update",
-    ) -> None:
-        super().__init__(inner, context)
-        if variant not in VARIANTS:
-            raise ValueError(f"defense.variant={variant!r} is not one of {VARIANTS}")
-        self.max_norm = max_norm
-        self.variant = variant
+    params: NormClipParams
 
-    def reference(self, template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def reference(self, rnd: RoundInput) -> dict[str, np.ndarray]:
         """What is clipped around: the global model, or zero for ``weights``."""
-        if self.variant == "weights":
-            return {k: np.zeros_like(v, dtype=np.float64) for k, v in template.items()}
-        if self.global_arrays is None:
-            raise RuntimeError(
-                "defense=normclip variant=update needs the round's global model "
-                "(DefenseStrategy.global_arrays), which the server loop sets"
-            )
-        return {k: a.numpy().astype(np.float64) for k, a in self.global_arrays.items()}
+        if self.params.variant == "weights":
+            return {
+                k: np.zeros_like(v, dtype=np.float64)
+                for k, v in rnd.global_numpy.items()
+            }
+        return {k: a.astype(np.float64) for k, a in rnd.global_numpy.items()}
 
-    def screen(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[list[Message], DefenseReport]:
-        ids = [client_id(r) for r in replies]
-        states = [
-            {k: a.numpy() for k, a in r.content["arrays"].items()} for r in replies
-        ]
-        reference = self.reference(states[0])
-        norms = [vector_norm(s, reference) for s in states]
-        bound = self.max_norm if self.max_norm is not None else float(np.median(norms))
-        clipped = []
-        for cid, reply, state in zip(ids, replies, states, strict=True):
-            new_state, norm = clip(state, reference, bound)
-            if new_state is not state:
-                clipped.append(cid)
-                reply.content["arrays"] = ArrayRecord(
-                    {k: Array(np.ascontiguousarray(v)) for k, v in new_state.items()}
-                )
-        report = DefenseReport(
-            confidence=None,
+    def verdict(self, rnd: RoundInput) -> Verdict:
+        reference = self.reference(rnd)
+        norms = [vector_norm(u.numpy, reference) for u in rnd.updates]
+        bound = self.params.max_norm
+        if bound is None:
+            bound = float(np.median(norms))
+        replaced, clipped = {}, []
+        for u in rnd.updates:
+            new_state, _ = clip(u.numpy, reference, bound)
+            if new_state is not u.numpy:
+                clipped.append(u.cid)
+                replaced[u.cid] = to_record(new_state)
+        return Verdict(
+            weights=rnd.counts(),
+            replaced=replaced,
             details={
-                "variant": self.variant,
+                "variant": self.params.variant,
                 "max_norm": bound,
-                "norms": dict(zip(ids, norms, strict=True)),
+                "norms": dict(zip(rnd.ids, norms, strict=True)),
                 "clipped": clipped,
             },
         )
-        return replies, report

@@ -2,24 +2,38 @@
 2018).
 
 For every weight, the ``beta`` fraction of largest and of smallest client values
-is dropped and the rest averaged. Flower's ``FedTrimmedAvg`` aggregates in place
-of ``inner``. With ``beta`` null the cut is the assumed number of attackers f
-per tail (Yin et al. need ``beta >= f / n``), at most what leaves one value.
-Like the median it ignores example counts and rejects no whole client: no
-scores, no detection metrics.
+is dropped and the rest averaged; Flower's ``FedTrimmedAvg`` aggregates. With
+``beta`` null the cut is the assumed number of attackers f per tail (Yin et al.
+need ``beta >= f / n``), at most what leaves one value. Like the median it
+ignores example counts and rejects no whole client: no scores, no detection
+metrics; its weights are each client's share of the values averaged.
 """
 
 from __future__ import annotations
 
-from flwr.app import Message
-from flwr.serverapp.strategy import FedTrimmedAvg, Strategy
+from dataclasses import dataclass
 
+from flwr.serverapp.strategy import FedTrimmedAvg
+
+from fedlight.aggregation import rank_shares
 from fedlight.defenses.base import (
-    DefenseContext,
-    DefenseReport,
-    OwnRuleDefense,
-    resolve_num_malicious,
+    DEFENSES,
+    Defense,
+    RoundInput,
+    Verdict,
+    assumed_attackers,
 )
+from fedlight.params import Params, param
+
+
+@dataclass
+class TrimmedMeanParams(Params):
+    beta: float | None = param(
+        None, low=0.0, high=0.5, high_open=True, doc="fraction cut per tail; null: f"
+    )
+    num_malicious_nodes: int | None = param(
+        None, low=0, doc="f for beta=null; null: server.max_attackers"
+    )
 
 
 def beta_for(num_malicious: int, num_replies: int) -> float:
@@ -29,31 +43,27 @@ def beta_for(num_malicious: int, num_replies: int) -> float:
     return (cut + 0.5) / num_replies if cut else 0.0
 
 
-class TrimmedMean(OwnRuleDefense):
-    """Coordinate-wise trimmed mean (Flower's ``FedTrimmedAvg``).
+@DEFENSES.register(
+    "trimmed_mean", params=TrimmedMeanParams, order=70, paper="Yin et al., ICML 2018"
+)
+class TrimmedMean(Defense):
+    """Coordinate-wise trimmed mean (Flower's ``FedTrimmedAvg``)."""
 
-    ``beta`` is the fraction cut from each tail, in [0, 0.5); null cuts
-    ``num_malicious_nodes`` values per tail (null: the attack's attackers).
-    """
+    params: TrimmedMeanParams
 
-    def __init__(
-        self,
-        inner: Strategy,
-        context: DefenseContext,
-        beta: float | None = None,
-        num_malicious_nodes: int | None = None,
-    ) -> None:
-        super().__init__(inner, context)
-        self.beta = beta
-        self.num_malicious_nodes = resolve_num_malicious(num_malicious_nodes, context)
-        self.rule = FedTrimmedAvg(beta=0.0 if beta is None else beta)
-
-    def screen(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[list[Message], DefenseReport]:
-        beta = self.beta
+    def verdict(self, rnd: RoundInput) -> Verdict:
+        n = len(rnd.updates)
+        beta = self.params.beta
         if beta is None:
-            beta = beta_for(self.num_malicious_nodes, len(replies))
-        self.rule.beta = beta
-        cut = int(beta * len(replies))
-        return replies, DefenseReport(details={"beta": beta, "cut_per_tail": cut})
+            f = assumed_attackers(self.params.num_malicious_nodes, self.context)
+            beta = beta_for(f, n)
+        model, _ = FedTrimmedAvg(beta=beta).aggregate_train(
+            rnd.server_round, [u.reply for u in rnd.updates]
+        )
+        cut = int(beta * n)
+        shares = rank_shares([u.numpy for u in rnd.updates], cut, n - cut)
+        return Verdict(
+            weights=dict(zip(rnd.ids, shares.tolist(), strict=True)),
+            model=model,
+            details={"beta": beta, "cut_per_tail": cut},
+        )

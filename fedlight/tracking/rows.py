@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedlight.record import RoundRecord
+
 CONFIDENCE_COLUMNS = ["round", "client", "confidence", "flagged", "malicious"]
 
 _SKIPPED_CLIENT_METRICS = ("partition-id",)  # already the key of the client
-_KNOWN_KEYS = {
-    "round", "accuracy", "loss", "asr", "precision", "recall", "fpr", "flagged",
-    "malicious_confidence", "participants", "failures", "rejected", "clients",
-    "train_seconds", "defense_seconds", "defense_details", "eval_seconds", "seconds",
-}  # fmt: skip
 
 
 def client_metric_key(cid: str, name: str) -> str:
@@ -33,59 +30,50 @@ def _client_ids(value: dict[str, Any] | list[str] | None) -> list[str]:
     return sorted(ids, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else c))
 
 
-def round_row(record: dict[str, Any]) -> dict[str, Any]:
-    """One round record flattened into a ``wandb.log`` row.
-
-    Keys it does not know (a metric added to the record later) are logged
-    under their own name when their value is a number, a string or a list.
-    """
-    flagged = record.get("flagged")
-    failures = record.get("failures") or {}
+def round_row(record: RoundRecord) -> dict[str, Any]:
+    """One round record flattened into a ``wandb.log`` row."""
+    flagged = record.flagged
     row: dict[str, Any] = {
-        "round": record["round"],
-        "accuracy": record["accuracy"],
-        "loss": record["loss"],
-        "asr": record.get("asr"),
-        "detection/precision": record.get("precision"),
-        "detection/recall": record.get("recall"),
-        "detection/fpr": record.get("fpr"),
+        "round": record.round,
+        "accuracy": record.accuracy,
+        "loss": record.loss,
+        "asr": record.asr,
+        "attacker_weight": record.attacker_weight,
+        "detection/precision": record.precision,
+        "detection/recall": record.recall,
+        "detection/fpr": record.fpr,
         "detection/flagged": flagged,
         "detection/num_flagged": None if flagged is None else len(flagged),
-        "participants": record.get("participants", []),
-        "num_failures": len(failures),
-        "time/train": record["train_seconds"],
-        "time/defense": record["defense_seconds"],
-        "time/eval": record["eval_seconds"],
-        "time/round": record["seconds"],
+        "participants": record.participants,
+        "num_failures": len(record.failures),
+        "failed_clients": _client_ids(record.failures),
+        "rejected_clients": _client_ids(record.rejected),
+        "time/train": record.train_seconds,
+        "time/defense": record.defense_seconds,
+        "time/eval": record.eval_seconds,
+        "time/round": record.seconds,
     }
-    if isinstance(failures, dict):
-        row["failed_clients"] = _client_ids(failures)
-    if "rejected" in record:
-        row["rejected_clients"] = _client_ids(record["rejected"])
-    for cid, conf in (record.get("malicious_confidence") or {}).items():
+    for cid, conf in (record.malicious_confidence or {}).items():
         row[f"confidence/{cid}"] = conf
-    for cid, metrics in record.get("clients", {}).items():
+    for cid, share in (record.weights or {}).items():
+        row[f"weight/{cid}"] = share
+    for cid, metrics in record.clients.items():
         for name, value in metrics.items():
             if name not in _SKIPPED_CLIENT_METRICS:
                 row[client_metric_key(cid, name)] = value
-    for key, value in record.items():
-        if key not in _KNOWN_KEYS and isinstance(value, (int, float, str, list)):
-            row.setdefault(key, value)
     return row
 
 
-def confidence_rows(
-    rounds: list[dict[str, Any]], malicious: list[str]
-) -> list[list[Any]]:
+def confidence_rows(rounds: list[RoundRecord], malicious: list[str]) -> list[list[Any]]:
     """The defender's verdict per (round, client), rows of :data:`CONFIDENCE_COLUMNS`.
 
     Empty for a defence that scores nobody.
     """
     rows = []
     for record in rounds:
-        flagged = set(record.get("flagged") or [])
-        for cid, conf in (record.get("malicious_confidence") or {}).items():
-            rows.append([record["round"], cid, conf, cid in flagged, cid in malicious])
+        flagged = set(record.flagged or [])
+        for cid, conf in (record.malicious_confidence or {}).items():
+            rows.append([record.round, cid, conf, cid in flagged, cid in malicious])
     return rows
 
 
@@ -99,6 +87,7 @@ def run_summary(results: dict[str, Any]) -> dict[str, Any]:
         "final/precision": last.get("precision"),
         "final/recall": last.get("recall"),
         "final/fpr": last.get("fpr"),
+        "final/attacker_weight": last.get("attacker_weight"),
         "rounds": len(results["rounds"]),
         "seconds": results["seconds"],
         "malicious_clients": results["malicious_clients"],

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedlight.record import RoundRecord
 from fedlight.tracking.mode import resolve_mode
 from fedlight.tracking.rows import (
     CONFIDENCE_COLUMNS,
@@ -135,13 +136,13 @@ class Tracker:
             return None
         return Path(self.run.dir).parent
 
-    def log_round(self, record: dict[str, Any]) -> None:
+    def log_round(self, record: RoundRecord) -> None:
         """Log one round record (see :func:`fedlight.tracking.rows.round_row`)."""
         if self.run is not None:
             run = self.run
             self._guard(
-                f"log round {record['round']}",
-                lambda: run.log(round_row(record), step=record["round"]),
+                f"log round {record.round}",
+                lambda: run.log(round_row(record), step=record.round),
             )
 
     def finish(
@@ -191,7 +192,8 @@ class Tracker:
     def _log_table(self, results: dict[str, Any]) -> None:
         import wandb
 
-        rows = confidence_rows(results["rounds"], results["malicious_clients"])
+        rounds = [RoundRecord.from_dict(r) for r in results["rounds"]]
+        rows = confidence_rows(rounds, results["malicious_clients"])
         if rows:
             table = wandb.Table(columns=CONFIDENCE_COLUMNS, data=rows)
             self.run.log(

@@ -1,6 +1,9 @@
 import torch
 
-from fedlight.attacks import Backdoor, LabelFlip, NoAttack, stamp_trigger
+from fedlight.attacks import ATTACKS
+from fedlight.attacks.backdoor import Backdoor, stamp_trigger
+from fedlight.attacks.label_flip import LabelFlip
+from fedlight.attacks.none import NoAttack
 
 
 def test_stamp_trigger_sets_bottom_right_square_only():
@@ -63,6 +66,24 @@ def test_label_flip_never_keeps_label():
     )
     assert torch.all(fy != y)
     assert attack.asr_set(torch.zeros(3, 1, 2, 2), y[:3], 1.0) is None
+
+
+def test_backdoor_defaults_are_the_papers_trigger():
+    # The code's defaults are the threat model (no YAML restates them): a 12 px
+    # square, half of the non-target images, relabelled to 9.
+    attack = Backdoor()
+    assert attack.trigger_size == 12
+    assert attack.poison_fraction == 0.5
+    assert attack.target_label == 9
+    assert attack.malicious_clients == [] and attack.boost == 1.0
+
+
+def test_attacks_are_named_by_their_registration():
+    assert Backdoor().name == "backdoor"
+    assert LabelFlip().name == "label_flip"
+    assert NoAttack().name == "none"
+    assert ATTACKS.get("backdoor").cls is Backdoor
+    assert ATTACKS.get("none").cls is NoAttack
 
 
 def test_no_attack_is_identity():

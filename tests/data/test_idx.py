@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fedlight.data.idx import read_idx
+from support import MNIST_TEST_COUNTS, MNIST_TRAIN_COUNTS
 
 IMAGES = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
 LABELS = np.array([7, 0, 9], dtype=np.uint8)
@@ -38,14 +39,17 @@ def test_gzip_detected_by_magic_not_name(write_idx: WriteIdx, tmp_path: Path) ->
     np.testing.assert_array_equal(read_idx(str(plain)), LABELS)
 
 
-def test_real_mnist_subset(data_root: Path) -> None:
+def test_real_mnist(data_root: Path) -> None:
+    """The offline folder holds full MNIST: 60,000 train + 10,000 test images."""
     images = read_idx(data_root / "mnist" / "train-images-idx3-ubyte.gz")
     labels = read_idx(data_root / "mnist" / "train-labels-idx1-ubyte.gz")
+    test_labels = read_idx(data_root / "mnist" / "t10k-labels-idx1-ubyte.gz")
 
-    assert images.shape == (7996, 28, 28)
-    assert labels.shape == (7996,)
-    assert set(np.unique(labels)) == set(range(10))
-    assert images.max() == 255
+    assert images.shape == (60000, 28, 28)
+    assert labels.shape == (60000,)
+    assert np.bincount(labels).tolist() == MNIST_TRAIN_COUNTS
+    assert np.bincount(test_labels).tolist() == MNIST_TEST_COUNTS
+    assert images.min() == 0 and images.max() == 255
 
 
 def _corrupt_cases(good: bytes) -> dict[str, bytes]:

@@ -38,13 +38,22 @@ def _label_skew(parts: list[np.ndarray], labels: np.ndarray) -> float:
     return float(np.mean(distances))
 
 
-def test_iid_sizes_disjoint_cover(mnist_labels: np.ndarray) -> None:
-    parts = partition_indices(mnist_labels, 20, "iid", seed=0)
+@pytest.mark.parametrize(
+    ("num_partitions", "expected_sizes"),
+    [
+        (20, [3000] * 20),  # 60000 = 20 * 3000
+        (23, [2608] * 7 + [2609] * 16),  # 60000 = 23 * 2608 + 16
+    ],
+)
+def test_iid_sizes_disjoint_cover(
+    mnist_labels: np.ndarray, num_partitions: int, expected_sizes: list[int]
+) -> None:
+    parts = partition_indices(mnist_labels, num_partitions, "iid", seed=0)
 
-    assert len(parts) == 20
+    assert len(parts) == num_partitions
     sizes = [len(p) for p in parts]
     assert max(sizes) - min(sizes) <= 1
-    assert sorted(sizes) == [399] * 4 + [400] * 16  # 7996 = 20 * 399 + 16
+    assert sorted(sizes) == expected_sizes
     _assert_disjoint_cover(parts, len(mnist_labels))
     assert _label_skew(parts, mnist_labels) < 0.1
 

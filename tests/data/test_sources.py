@@ -16,6 +16,12 @@ from PIL import Image
 
 from fedlight.data import sources
 from fedlight.data.sources import DataNotFoundError, load_raw
+from support import (
+    EMBEDDED_MNIST_TEST_COUNTS,
+    EMBEDDED_MNIST_TRAIN_COUNTS,
+    MNIST_TEST_COUNTS,
+    MNIST_TRAIN_COUNTS,
+)
 
 MakeRoot = Callable[..., Path]
 
@@ -28,11 +34,12 @@ def test_real_root_mnist(data_root: Path) -> None:
     raw = load_raw("mnist", str(data_root), hub=False)
 
     assert raw.source == f"local:{(data_root / 'mnist').resolve()}"
-    assert raw.train_images.shape == (7996, 28, 28)
-    assert raw.test_images.shape == (2004, 28, 28)
+    assert raw.train_images.shape == (60000, 28, 28)
+    assert raw.test_images.shape == (10000, 28, 28)
     assert raw.train_images.dtype == np.uint8
     assert raw.train_labels.dtype == raw.test_labels.dtype == np.int64
-    assert raw.train_labels.shape == (7996,)
+    assert np.bincount(raw.train_labels).tolist() == MNIST_TRAIN_COUNTS
+    assert np.bincount(raw.test_labels).tolist() == MNIST_TEST_COUNTS
 
 
 def test_real_root_fmnist_from_env(
@@ -91,16 +98,30 @@ def test_embedded_fallback(data_root: Path, caplog: pytest.LogCaptureFixture) ->
 
     assert raw.source == "embedded:mnist-10k-subset"
     assert "embedded:mnist-10k-subset" in caplog.text
-    # the shipped copy holds the same files as the offline data folder
+    # the shipped copy is the 10,000-image subset, not the full offline folder
+    assert raw.train_images.shape == (7996, 28, 28)
+    assert raw.test_images.shape == (2004, 28, 28)
+    assert np.bincount(raw.train_labels).tolist() == EMBEDDED_MNIST_TRAIN_COUNTS
+    assert np.bincount(raw.test_labels).tolist() == EMBEDDED_MNIST_TEST_COUNTS
+    # every one of its images is a distinct image of full MNIST's train split,
+    # byte for byte and with the same label (both subset splits come from there)
     local = load_raw("mnist", data_root)
-    np.testing.assert_array_equal(raw.train_images, local.train_images)
-    np.testing.assert_array_equal(raw.test_labels, local.test_labels)
+    label_of = {
+        image.tobytes(): label
+        for image, label in zip(local.train_images, local.train_labels, strict=True)
+    }
+    images = np.concatenate([raw.train_images, raw.test_images])
+    labels = np.concatenate([raw.train_labels, raw.test_labels])
+    assert len({image.tobytes() for image in images}) == len(images)
+    found = [label_of.get(image.tobytes()) for image in images]
+    assert found == labels.tolist()
 
 
 def test_embedded_after_unreachable_hub() -> None:
     raw = load_raw("mnist", None, hub=True)  # HF_ENDPOINT is a closed port
 
     assert raw.source == "embedded:mnist-10k-subset"
+    assert len(raw.train_labels) == 7996 and len(raw.test_labels) == 2004
 
 
 def test_debian_location(make_root: MakeRoot, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""The FedDefender kernel: hand-worked cases, then fast paths against their oracles."""
+"""The FedDefender kernel: hand-worked cases, then the engine against the oracle."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import itertools
 
 import pytest
 import torch
+from fingerprint_views import (
+    fingerprint_batched,
+    leave_one_out_fast,
+    streaming_confidence,
+)
 from torch import Tensor, nn
 
+from fedlight.defenses import fingerprint_oracle as oracle
 from fedlight.defenses.fingerprint import (
     _Engine,
-    _streaming_confidence,
-    fingerprint_batched,
-    fingerprint_loop,
     inference_guided_inputs,
-    leave_one_out_fast,
-    leave_one_out_loop,
     score_clients,
-    suspect_confidence,
     synthetic_inputs,
 )
 from fedlight.models import build_model
@@ -39,9 +39,15 @@ def rows(*bits: str) -> Tensor:
 
 
 def both(active: Tensor, num_attackers: int) -> list[int]:
-    loop = leave_one_out_loop(active, num_attackers)
-    assert leave_one_out_fast(active, num_attackers) == loop
-    return loop
+    """The oracle's suspects, once the engine's votes are checked against them."""
+    want = oracle.leave_one_out(active, num_attackers)
+    assert leave_one_out_fast(active, num_attackers) == want
+    flagged = torch.zeros(active.shape[0])
+    flagged[want] = 1.0
+    for chunk in (1, 2):
+        got = streaming_confidence(active.unsqueeze(1), num_attackers, chunk)
+        assert torch.equal(got, flagged)
+    return want
 
 
 # ------------------------------------------------------------------ hand-worked
@@ -82,16 +88,20 @@ def test_suspect_confidence_counts_inputs():
     flagged_3 = rows("111001", "111000", "111000", "001110")
     tie = rows("011100", "101100", "110100", "111000")
     active = torch.stack([flagged_3, flagged_3, tie], dim=1)  # (clients, inputs, n)
-    for fast in (True, False):
-        conf = suspect_confidence(active, 1, fast=fast)
-        assert conf.tolist() == pytest.approx([0, 0, 0, 2 / 3])
+    assert oracle.confidence(active, 1).tolist() == pytest.approx([0, 0, 0, 2 / 3])
+    for chunk in (1, 3):
+        assert torch.equal(
+            streaming_confidence(active, 1, chunk), oracle.confidence(active, 1)
+        )
 
 
 def test_rejects_bad_arguments():
     with pytest.raises(ValueError):
         leave_one_out_fast(torch.zeros(3, dtype=torch.bool))
     with pytest.raises(ValueError):
-        leave_one_out_loop(rows("1", "0"), -1)
+        oracle.leave_one_out(rows("1", "0"), -1)
+    with pytest.raises(ValueError):
+        oracle.leave_one_out(torch.zeros(3, dtype=torch.bool))
 
 
 # ------------------------------------------------------------ random vs oracle
@@ -106,7 +116,7 @@ def random_cases(count: int, seed: int = 0):
         yield base ^ flips, int(torch.randint(0, 5, (1,), generator=g))
 
 
-def test_fast_equals_loop_on_random_matrices():
+def test_fast_equals_oracle_on_random_matrices():
     abstained = voted = 0
     for active, attackers in random_cases(400):
         suspects = both(active, attackers)
@@ -116,7 +126,7 @@ def test_fast_equals_loop_on_random_matrices():
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 100])
-def test_streaming_equals_loop_on_random_tensors(chunk):
+def test_streaming_equals_oracle_on_random_tensors(chunk):
     g = torch.Generator().manual_seed(chunk)
     for _ in range(60):
         clients = int(torch.randint(2, 10, (1,), generator=g))
@@ -124,17 +134,8 @@ def test_streaming_equals_loop_on_random_tensors(chunk):
         base = torch.rand(inputs, neurons, generator=g) < 0.6
         active = base ^ (torch.rand(clients, inputs, neurons, generator=g) < 0.15)
         for attackers in (1, 2, 4):
-            stream = ((s, active[s : s + chunk]) for s in range(0, clients, chunk))
-            got = _streaming_confidence(
-                stream,
-                clients,
-                inputs,
-                neurons,
-                attackers,
-                lambda ids, a=active: {i: a[i] for i in ids},
-                torch.device("cpu"),
-            )
-            want = suspect_confidence(active, attackers, fast=False)
+            got = streaming_confidence(active, attackers, chunk)
+            want = oracle.confidence(active, attackers)
             assert torch.equal(got, want)
 
 
@@ -214,11 +215,11 @@ def build_like(model: nn.Module, state) -> nn.Module:
 
 # ---------------------------------------------------------------- fingerprints
 @pytest.mark.parametrize("name", ARCHS)
-def test_batched_fingerprints_equal_loop_for_every_architecture(name):
+def test_batched_fingerprints_equal_oracle_for_every_architecture(name):
     model, states = clients_of(name, clients=3)
     inputs = synthetic_inputs(2, SHAPE, MEAN, STD, seed=1)
     assert margin_is_clear(model, states, inputs, 1e-9)  # float64 agrees far below
-    want = fingerprint_loop(model, states, inputs, NA_T)
+    want = oracle.fingerprints(model, states, inputs, NA_T)
     assert want.dtype == torch.bool and want.shape[:2] == (3, 2)
     assert 0.05 < want.float().mean() < 0.95
     for vectorize in (False, True):
@@ -231,7 +232,7 @@ def test_float32_differs_only_at_the_threshold(name):
     model, states = clients_of(name, clients=3, dtype=torch.float32)
     inputs = synthetic_inputs(3, SHAPE, MEAN, STD, seed=2)
     raw = raw_loop(model, states, inputs).view(3, 3, -1)
-    want = fingerprint_loop(model, states, inputs, NA_T)
+    want = oracle.fingerprints(model, states, inputs, NA_T)
     for vectorize in (False, True):
         got = fingerprint_batched(model, states, inputs, NA_T, vectorize=vectorize)
         assert ((raw[got != want] - NA_T).abs() < 1e-4).all()
@@ -277,7 +278,7 @@ def test_engines_leave_the_callers_model_alone():
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     inputs = synthetic_inputs(1, SHAPE, MEAN, STD, seed=0)
-    fingerprint_loop(model, states, inputs, NA_T)
+    oracle.fingerprints(model, states, inputs, NA_T)
     fingerprint_batched(model, states, inputs, NA_T)
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -306,10 +307,10 @@ def test_score_clients_batched_equals_loop(name, attackers, engines):
     # recomputed for removals; 64 MB keeps the bit-packed matrix
     model, states = with_outlier(name, clients=5, outliers=2)
     inputs = synthetic_inputs(3, SHAPE, MEAN, STD, seed=4)
-    active = fingerprint_loop(model, states, inputs, NA_T)
+    active = oracle.fingerprints(model, states, inputs, NA_T)
     for a in attackers:
         want = score_clients(model, states, inputs, NA_T, a, engine="loop")
-        assert torch.equal(want, suspect_confidence(active, a, fast=False))
+        assert torch.equal(want, oracle.confidence(active, a))
         assert want.sum() > 0
         for vectorize, budget in engines:
             got = score_clients(
@@ -427,7 +428,7 @@ def test_inference_guided_inputs_on_a_real_model():
 def test_cuda_matches_cpu(name):
     model, states = with_outlier(name, clients=5, outliers=1)
     inputs = synthetic_inputs(3, SHAPE, MEAN, STD, seed=6)
-    want = fingerprint_loop(model, states, inputs, NA_T)
+    want = oracle.fingerprints(model, states, inputs, NA_T)
     for vectorize in (False, True):
         got = fingerprint_batched(
             model, states, inputs, NA_T, device="cuda", vectorize=vectorize
