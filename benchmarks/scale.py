@@ -137,6 +137,7 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, Any]:
     from hydra import compose, initialize_config_module
 
     import fedlight.simulate as sim
+    from fedlight.record import RoundRecord
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = [
@@ -157,15 +158,15 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, Any]:
     per_round: list[dict[str, float]] = []
     original = sim.log_round
 
-    def log_round(record: dict[str, Any], *a: Any, **kw: Any) -> None:
+    def log_round(record: RoundRecord, *a: Any, **kw: Any) -> None:
         driver, whole = sampler.cut()
         per_round.append(
             {
-                "round": record["round"],
-                "seconds": record["seconds"],
-                "train_seconds": record["train_seconds"],
-                "defense_seconds": record["defense_seconds"],
-                "eval_seconds": record["eval_seconds"],
+                "round": record.round,
+                "seconds": record.seconds,
+                "train_seconds": record.train_seconds,
+                "defense_seconds": record.defense_seconds,
+                "eval_seconds": record.eval_seconds,
                 "driver_rss_peak_mib": driver,
                 "tree_pss_peak_mib": whole,
             }
