@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
 
 from fedlight.defenses.feddefender_robust import (
     FINGERPRINTS,
@@ -44,14 +45,20 @@ RESULTS = HERE / "results" / "robust_levers.json"
 DEFAULT_SETTINGS = ("fmnist_20", "mnist_20_dirichlet05_3attackers")
 
 
-def collect(setting: str, rounds: int, cache: Path, seed: int) -> list[Path]:
-    """Train ``rounds`` rounds of ``setting`` on the clean trajectory; one file of
-    client states per round (reused when already in ``cache``)."""
+def compose_setting(setting: str, seed: int) -> DictConfig:
+    """The experiment ``setting``'s config with ``seed``."""
+    with initialize_config_module("fedlight.configs", version_base="1.3"):
+        return compose("config", [f"+experiment={setting}", f"seed={seed}"])
+
+
+def collect(setting: str, cfg: DictConfig, rounds: int, cache: Path) -> list[Path]:
+    """Train ``rounds`` rounds of ``setting`` (composed as ``cfg``) on the clean
+    trajectory; one file of client states per round (reused when already in
+    ``cache``)."""
+    seed = cfg.seed
     paths = [cache / f"{setting}-s{seed}-r{r:02d}.pt" for r in range(1, rounds + 1)]
     if all(p.is_file() for p in paths):
         return paths
-    with initialize_config_module("fedlight.configs", version_base="1.3"):
-        cfg = compose("config", [f"+experiment={setting}", f"seed={seed}"])
     torch.set_num_threads(1)
     exp = prepare_experiment(cfg)
     data, malicious = exp.data, {int(m) for m in exp.malicious}
@@ -89,16 +96,18 @@ def collect(setting: str, rounds: int, cache: Path, seed: int) -> list[Path]:
     return paths
 
 
-Z_CUT = 5.0  # the shipped default (configs/defense/feddefender_robust.yaml)
+Z_CUT = 5.0  # the shipped default (RobustParams.z_cut)
 
 
 def score(
-    path: Path, fingerprint: str, inputs: str, server_round: int
+    path: Path, fingerprint: str, inputs: str, server_round: int, max_attackers: int
 ) -> dict[str, object]:
     """One lever pair on one round's states: who is flagged, and how long it took.
 
     The disagreement's reference follows ``reference=auto`` (see
-    :func:`round_reference`).
+    :func:`round_reference`); the boolean fingerprint's leave-one-out repetitions
+    are the setting's ``server.max_attackers``, as in a run, not the attack's
+    ground truth.
     """
     saved = torch.load(path)
     ids = sorted(saved["states"])
@@ -118,7 +127,7 @@ def score(
         steps=15,
         lr=0.1,
         na_t=0.0,
-        num_attackers=len(malicious),
+        num_attackers=max_attackers,
         reference=round_reference("auto", server_round),
         num_threads=1,
     )
@@ -146,11 +155,14 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for setting in args.settings:
-        paths = collect(setting, args.rounds, args.cache, args.seed)
+        cfg = compose_setting(setting, args.seed)
+        paths = collect(setting, cfg, args.rounds, args.cache)
+        max_attackers = int(cfg.server.max_attackers)
         for fingerprint in FINGERPRINTS:
             for inputs in INPUTS:
                 per_round = [
-                    score(p, fingerprint, inputs, r) for r, p in enumerate(paths, 1)
+                    score(p, fingerprint, inputs, r, max_attackers)
+                    for r, p in enumerate(paths, 1)
                 ]
                 later = per_round[1:]
                 row = {

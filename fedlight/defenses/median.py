@@ -23,11 +23,13 @@ class Median(Defense):
     """Coordinate-wise median of the client models (Flower's ``FedMedian``)."""
 
     def verdict(self, rnd: RoundInput) -> Verdict:
+        # Flower's FedMedian frees the arrays it reads: take the numpy views first.
+        states = [u.numpy for u in rnd.updates]
         model, _ = FedMedian().aggregate_train(
             rnd.server_round, [u.reply for u in rnd.updates]
         )
         n = len(rnd.updates)
-        shares = rank_shares([u.numpy for u in rnd.updates], (n - 1) // 2, n // 2 + 1)
+        shares = rank_shares(states, (n - 1) // 2, n // 2 + 1)
         return Verdict(
             weights=dict(zip(rnd.ids, shares.tolist(), strict=True)), model=model
         )

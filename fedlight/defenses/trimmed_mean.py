@@ -57,11 +57,14 @@ class TrimmedMean(Defense):
         if beta is None:
             f = assumed_attackers(self.params.num_malicious_nodes, self.context)
             beta = beta_for(f, n)
+        # Flower's FedTrimmedAvg frees the arrays it reads: take the numpy views
+        # first.
+        states = [u.numpy for u in rnd.updates]
         model, _ = FedTrimmedAvg(beta=beta).aggregate_train(
             rnd.server_round, [u.reply for u in rnd.updates]
         )
         cut = int(beta * n)
-        shares = rank_shares([u.numpy for u in rnd.updates], cut, n - cut)
+        shares = rank_shares(states, cut, n - cut)
         return Verdict(
             weights=dict(zip(rnd.ids, shares.tolist(), strict=True)),
             model=model,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.serverapp.strategy import FedAvg
-from updates import CTX, clustered, make_replies, result
+from updates import build, clustered, judge, make_round, result
 
-from fedlight.defenses import Bulyan, Median, TrimmedMean
 from fedlight.defenses.bulyan import feasible_num_malicious
 from fedlight.defenses.trimmed_mean import beta_for
 
@@ -21,37 +19,49 @@ def constant_models(values: list[float]) -> list[dict[str, np.ndarray]]:
     ]
 
 
+def shares(*values: float) -> dict[str, float]:
+    """Expected weights, client ``i`` getting ``values[i]``."""
+    return {str(i): v for i, v in enumerate(values)}
+
+
 def test_median_of_known_arrays():
-    strategy = Median(FedAvg(), CTX)
-    arrays, _ = strategy.aggregate_train(1, make_replies(constant_models(VALUES)))
+    defense = build("median")
+    verdict, arrays = judge(defense, make_round(constant_models(VALUES)))
     out = result(arrays)
     np.testing.assert_array_equal(out["w"], np.full((2, 2), 3.0))
     # the rule returns float64 for the int buffer; fedlight.server.run_round
     # casts every aggregate back to the model's dtypes (test_reliability.py)
     assert out["w"].dtype == np.float32
-    report = strategy.last_report
-    assert report.confidence is None and report.flagged == []
+    assert verdict.scores is None and verdict.flagged == []
+    # the rule's own model, and every coordinate's median is client 2's value
+    assert arrays is verdict.model
+    assert verdict.weights == shares(0.0, 0.0, 1.0, 0.0, 0.0)
 
 
 def test_median_ignores_a_boosted_example_count():
-    replies = make_replies(constant_models(VALUES), examples=[1, 1, 1, 1, 1e6])
-    arrays, _ = Median(FedAvg(), CTX).aggregate_train(1, replies)
+    rnd = make_round(constant_models(VALUES), examples=[1, 1, 1, 1, 1e6])
+    verdict, arrays = judge(build("median"), rnd)
     assert float(result(arrays)["w"][0, 0]) == 3.0
+    assert verdict.weights["4"] == 0.0  # the boosted far client has no share
+    assert verdict.weights == shares(0.0, 0.0, 1.0, 0.0, 0.0)
 
 
 def test_trimmed_mean_cuts_f_per_tail_by_default():
     # f = 1: drop 1.0 and 100.0, average 2, 3, 4.
-    strategy = TrimmedMean(FedAvg(), CTX)
-    arrays, _ = strategy.aggregate_train(1, make_replies(constant_models(VALUES)))
+    verdict, arrays = judge(build("trimmed_mean"), make_round(constant_models(VALUES)))
     np.testing.assert_allclose(result(arrays)["w"], 3.0)
-    assert strategy.last_report.details["cut_per_tail"] == 1
-    assert strategy.last_report.confidence is None
+    assert verdict.details["cut_per_tail"] == 1
+    assert verdict.scores is None and verdict.flagged == []
+    assert verdict.weights == pytest.approx(shares(0.0, 1 / 3, 1 / 3, 1 / 3, 0.0))
+    assert sum(verdict.weights.values()) == pytest.approx(1.0)
 
 
 def test_trimmed_mean_with_explicit_beta_zero_is_the_mean():
-    strategy = TrimmedMean(FedAvg(), CTX, beta=0.0)
-    arrays, _ = strategy.aggregate_train(1, make_replies(constant_models(VALUES)))
+    defense = build("trimmed_mean", beta=0.0)
+    verdict, arrays = judge(defense, make_round(constant_models(VALUES)))
     np.testing.assert_allclose(result(arrays)["w"], np.mean(VALUES), rtol=1e-6)
+    assert verdict.details["cut_per_tail"] == 0
+    assert verdict.weights == pytest.approx(shares(*[0.2] * 5))
 
 
 @pytest.mark.parametrize(
@@ -64,23 +74,28 @@ def test_beta_for_cuts_exactly_f(f, n, cut):
 
 def test_bulyan_excludes_the_far_client_and_averages_near_the_median():
     # n = 7 = 4f + 3 with f = 1: Multi-Krum keeps n - 2f = 5, then beta = 3.
-    replies = make_replies(clustered(7, {3: 50.0}))
-    strategy = Bulyan(FedAvg(), CTX)
-    arrays, _ = strategy.aggregate_train(1, replies)
-    report = strategy.last_report
-    assert "3" in report.flagged and len(report.flagged) == 2
-    assert len(report.details["selected"]) == 5
-    assert report.confidence["3"] == 1.0
+    verdict, arrays = judge(build("bulyan"), make_round(clustered(7, {3: 50.0})))
+    assert "3" in verdict.flagged and len(verdict.flagged) == 2
+    assert len(verdict.details["selected"]) == 5
+    assert verdict.details["num_malicious_nodes"] == 1
+    assert verdict.scores["3"] == 1.0
     out = result(arrays)
     assert np.all(np.abs(out["w"] - 1.0) < 0.05)
+    # the flagged have no share of the model; the kept ones' shares sum to 1
+    assert all(verdict.weights[c] == 0.0 for c in verdict.flagged)
+    kept = verdict.details["selected"]
+    assert all(verdict.weights[c] >= 0.0 for c in kept)
+    assert sum(verdict.weights[c] for c in kept) == pytest.approx(1.0)
+    assert set(verdict.weights) == {str(i) for i in range(7)}
 
 
 def test_bulyan_lowers_f_when_too_few_replies():
     assert feasible_num_malicious(1, 7) == 1
     assert feasible_num_malicious(2, 7) == 1
     assert feasible_num_malicious(1, 4) == 0
-    strategy = Bulyan(FedAvg(), CTX)
-    arrays, _ = strategy.aggregate_train(1, make_replies(clustered(4, {})))
+    verdict, arrays = judge(build("bulyan"), make_round(clustered(4, {})))
     assert arrays is not None
-    assert strategy.last_report.details["num_malicious_nodes"] == 0
-    assert strategy.last_report.flagged == []
+    assert verdict.details["num_malicious_nodes"] == 0
+    assert verdict.flagged == []
+    # f = 0: every client kept and beta = n, so each has an equal share
+    assert verdict.weights == pytest.approx(shares(0.25, 0.25, 0.25, 0.25))

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import ray
 import torch
-from flwr.app import ArrayRecord
-from flwr.serverapp.strategy import FedAvg
-from updates import make_replies
+from updates import build, judge, make_round
 
-from fedlight.attacks import Backdoor
+from fedlight.attacks.backdoor import Backdoor
 from fedlight.data.prepare import load_dataset
-from fedlight.defenses import DefenseContext, RobustFedDefender
+from fedlight.defenses import Defense, DefenseContext, Verdict
 from fedlight.defenses.feddefender_robust import (
     cap_counts,
     mean_state,
@@ -33,6 +31,7 @@ from fedlight.defenses.robust_fingerprint import (
     robust_z,
 )
 from fedlight.models import build_model
+from fedlight.params import ConfigError
 from fedlight.reference import train_client
 
 CTX = DefenseContext("convnet", 10, (1, 32, 32), 0.13, 0.29, seed=3)
@@ -118,85 +117,88 @@ def test_remember_decays_and_keeps_absent_clients():
     assert after == {"0": 0.8, "1": 0.3, "5": 0.4}
 
 
-def _screen(defense: RobustFedDefender, server_round: int, models, examples=None):
-    replies = make_replies(models, examples)
-    defense.global_arrays = ArrayRecord(
-        {k: torch.from_numpy(v) for k, v in models[1].items()}
+def robust(**params) -> Defense:
+    """The robust FedDefender with ``params``, scoring in-process."""
+    return build("feddefender_robust", CTX, remote=False, **params)
+
+
+def _screen(
+    defense: Defense, server_round: int, models, examples=None, global_model=None
+) -> Verdict:
+    """The defence's verdict on ``models`` around ``global_model`` (default:
+    client 1's model), after checking the server can apply it."""
+    rnd = make_round(
+        models,
+        examples,
+        global_model=models[1] if global_model is None else global_model,
+        server_round=server_round,
     )
-    defense.aggregate_train(server_round, replies)
-    return defense.last_report
+    verdict, arrays = judge(defense, rnd)
+    assert (arrays is None) == (not any(w > 0 for w in verdict.weights.values()))
+    return verdict
 
 
 @pytest.mark.parametrize("fingerprint", ["continuous", "disagreement"])
 def test_odd_client_is_flagged_and_remembered(fingerprint):
-    defense = RobustFedDefender(
-        FedAvg(), CTX, fingerprint=fingerprint, steps=5, remote=False
-    )
+    defense = robust(fingerprint=fingerprint, steps=5)
     first = _screen(defense, 1, perturbed(6, odd_one=4))
-    assert first.flagged == ["4"] and first.confidence["4"] == 1.0
+    assert first.flagged == ["4"] and first.scores["4"] == 1.0
     assert all(first.weights[c] > 0 for c in "01235")
+    assert first.weights["4"] == 0.0
     # Next round client 4 looks like the others; memory keeps it out (1.0 x 0.75).
     second = _screen(defense, 2, perturbed(6, odd_one=None, seed=1))
-    assert second.flagged == ["4"] and second.confidence["4"] == pytest.approx(0.75)
+    assert second.flagged == ["4"] and second.scores["4"] == pytest.approx(0.75)
+    assert second.weights["4"] == 0.0
     # Without memory the same round lets it back in.
-    forgetful = RobustFedDefender(
-        FedAvg(), CTX, fingerprint=fingerprint, steps=5, memory_decay=0.0, remote=False
-    )
+    forgetful = robust(fingerprint=fingerprint, steps=5, memory_decay=0.0)
     _screen(forgetful, 1, perturbed(6, odd_one=4))
-    assert _screen(forgetful, 2, perturbed(6, odd_one=None, seed=1)).flagged == []
+    again = _screen(forgetful, 2, perturbed(6, odd_one=None, seed=1))
+    assert again.flagged == [] and again.weights["4"] > 0
 
 
 def test_memory_survives_a_resume():
-    defense = RobustFedDefender(FedAvg(), CTX, fingerprint="continuous", remote=False)
+    defense = robust(fingerprint="continuous")
     _screen(defense, 1, perturbed(6, odd_one=2))
-    resumed = RobustFedDefender(FedAvg(), CTX, fingerprint="continuous", remote=False)
+    resumed = robust(fingerprint="continuous")
     resumed.load_state_dict(copy.deepcopy(defense.state_dict()))
-    report = _screen(resumed, 2, perturbed(6, odd_one=None, seed=1))
-    assert report.flagged == ["2"]
+    verdict = _screen(resumed, 2, perturbed(6, odd_one=None, seed=1))
+    assert verdict.flagged == ["2"]
 
 
 def test_boosted_count_is_capped_before_weighting():
     models = perturbed(5, odd_one=None)
-    defense = RobustFedDefender(
-        FedAvg(), CTX, fingerprint="continuous", memory_decay=0.0, remote=False
+    defense = robust(fingerprint="continuous", memory_decay=0.0)
+    verdict = _screen(defense, 1, models, [2000.0, 100.0, 100.0, 100.0, 100.0])
+    assert verdict.details["capped"] == ["0"]
+    assert verdict.weights["0"] <= 200.0 and verdict.weights["1"] <= 100.0
+    # FedAvg's weights: the capped count (2 x the median 100) times 1 - score
+    capped = {"0": 200.0, "1": 100.0, "2": 100.0, "3": 100.0, "4": 100.0}
+    assert verdict.weights == pytest.approx(
+        {
+            c: 0.0 if c in verdict.flagged else n * (1.0 - verdict.scores[c])
+            for c, n in capped.items()
+        }
     )
-    replies = make_replies(models, [2000.0, 100.0, 100.0, 100.0, 100.0])
-    defense.global_arrays = ArrayRecord(
-        {k: torch.from_numpy(v) for k, v in models[1].items()}
-    )
-    kept, report = defense.screen(1, replies)
-    counts = {
-        r.content["metrics"]["partition-id"]: r.content["metrics"]["num-examples"]
-        for r in kept
-    }
-    assert report.details["capped"] == ["0"]
-    assert counts[0] <= 200.0 and counts[1] <= 100.0
 
 
 def test_boolean_fingerprint_is_the_faithful_method():
-    from fedlight.defenses import FedDefender
-
     models = perturbed(6, odd_one=3)
-    robust = RobustFedDefender(
-        FedAvg(),
-        CTX,
+    boolean = robust(
         fingerprint="boolean",
         inputs="noise",
         num_inputs=10,
         memory_decay=0.0,
         cap_examples=None,
-        remote=False,
     )
-    faithful = FedDefender(FedAvg(), CTX, remote=False)
-    faithful.aggregate_train(1, make_replies(models))
-    assert _screen(robust, 1, models).flagged == faithful.last_report.flagged == ["3"]
+    faithful = build("feddefender", CTX, remote=False).verdict(make_round(models))
+    assert _screen(boolean, 1, models).flagged == faithful.flagged == ["3"]
 
 
 def test_bad_lever_names_are_refused():
-    with pytest.raises(ValueError, match="fingerprint='bool'"):
-        RobustFedDefender(FedAvg(), CTX, fingerprint="bool")
-    with pytest.raises(ValueError, match="inputs='images'"):
-        RobustFedDefender(FedAvg(), CTX, inputs="images")
+    with pytest.raises(ConfigError, match="fingerprint='bool'"):
+        robust(fingerprint="bool")
+    with pytest.raises(ConfigError, match="inputs='images'"):
+        robust(inputs="images")
 
 
 # ------------------------------------------------------- a real backdoor, trained here
@@ -242,12 +244,11 @@ def test_trained_backdoor_stands_out_and_benign_clients_do_not(data_root):
 @pytest.mark.slow
 def test_ray_actor_gives_the_in_process_result(ray_tmp):
     models = perturbed(5, odd_one=2)
-    local = RobustFedDefender(FedAvg(), CTX, steps=5, remote=False)
-    expected = _screen(local, 1, models).confidence
+    expected = _screen(robust(steps=5), 1, models).scores
     ray.init(num_cpus=1, include_dashboard=False, _temp_dir=ray_tmp)
     try:
-        remote = RobustFedDefender(FedAvg(), CTX, steps=5, remote=True)
-        got = _screen(remote, 1, models).confidence
+        remote = build("feddefender_robust", CTX, steps=5, remote=True)
+        got = _screen(remote, 1, models).scores
     finally:
         ray.shutdown()
     assert got == pytest.approx(expected, abs=1e-6)
@@ -265,18 +266,14 @@ def test_round_one_compares_clients_with_their_own_median():
     coordinate-wise median (or average)."""
     models = perturbed(6, odd_one=4)
     torch.manual_seed(99)
-    initial = build_model("convnet").state_dict()
+    initial = {k: v.numpy() for k, v in build_model("convnet").state_dict().items()}
 
     def round_one(reference: str) -> list[str]:
-        defense = RobustFedDefender(
-            FedAvg(), CTX, reference=reference, steps=5, remote=False
-        )
-        defense.global_arrays = ArrayRecord(initial)
-        defense.aggregate_train(1, make_replies(models))
-        return defense.last_report.flagged
+        defense = robust(reference=reference, steps=5)
+        return _screen(defense, 1, models, global_model=initial).flagged
 
     assert round_one("auto") == round_one("median") == round_one("mean") == ["4"]
-    defense = RobustFedDefender(FedAvg(), CTX, remote=False)
+    defense = robust()
     assert defense.job_for_round(1, 6).reference == "median"
     assert defense.job_for_round(2, 6).reference == "global"
 

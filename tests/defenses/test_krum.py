@@ -2,63 +2,63 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
-from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy import MultiKrum as FlowerMultiKrum
-from updates import CTX, clustered, make_replies, result
-
-from fedlight.defenses import Krum, MultiKrum
+from updates import CTX, build, clustered, judge, make_replies, make_round, result
 
 
 def test_krum_keeps_one_central_client_and_flags_the_rest():
     # Prepare: five clustered updates and a far one (client 5).
-    replies = make_replies(clustered(6, {5: 10.0}))
-    strategy = Krum(FedAvg(), CTX)
+    rnd = make_round(clustered(6, {5: 10.0}))
     # Execute
-    arrays, _ = strategy.aggregate_train(1, replies)
-    report = strategy.last_report
+    verdict, arrays = judge(build("krum"), rnd)
     # Assert: one of the cluster is the model; the far client is flagged.
-    (kept,) = report.details["selected"]
-    assert kept != "5" and "5" in report.flagged
-    assert len(report.flagged) == 5
-    assert report.confidence["5"] == 1.0 and report.confidence[kept] == 0.0
+    (kept,) = verdict.details["selected"]
+    assert kept != "5" and "5" in verdict.flagged
+    assert len(verdict.flagged) == 5
+    assert verdict.scores["5"] == 1.0 and verdict.scores[kept] == 0.0
     assert np.all(np.abs(result(arrays)["w"] - 1.0) < 0.1)
+    # FedAvg's weights: the kept client its count, every other client 0
+    assert verdict.weights == {c: 100.0 if c == kept else 0.0 for c in rnd.ids}
+    for key, value in result(arrays).items():
+        np.testing.assert_array_equal(value, rnd.updates[int(kept)].numpy[key])
 
 
 def test_multikrum_flags_exactly_the_far_clients():
-    replies = make_replies(clustered(8, {2: 5.0, 6: -5.0}))
-    strategy = MultiKrum(FedAvg(), CTX, num_malicious_nodes=2)
-    arrays, _ = strategy.aggregate_train(1, replies)
-    report = strategy.last_report
-    assert sorted(report.flagged) == ["2", "6"]  # m = n - f = 6 kept
-    assert report.details["num_nodes_to_select"] == 6
+    rnd = make_round(clustered(8, {2: 5.0, 6: -5.0}))
+    verdict, arrays = judge(build("multikrum", num_malicious_nodes=2), rnd)
+    assert sorted(verdict.flagged) == ["2", "6"]  # m = n - f = 6 kept
+    assert verdict.details["num_nodes_to_select"] == 6
     assert np.all(np.abs(result(arrays)["w"] - 1.0) < 0.05)
+    assert verdict.weights == {c: 0.0 if c in ("2", "6") else 100.0 for c in rnd.ids}
 
 
 def test_multikrum_equals_flowers_multikrum():
     models = clustered(7, {0: 3.0})
-    ours = MultiKrum(FedAvg(), CTX, num_malicious_nodes=1, num_nodes_to_select=4)
+    ours = build("multikrum", num_malicious_nodes=1, num_nodes_to_select=4)
     theirs = FlowerMultiKrum(num_malicious_nodes=1, num_nodes_to_select=4)
-    a, _ = ours.aggregate_train(1, make_replies(models))
+    verdict, a = judge(ours, make_round(models))
     b, _ = theirs.aggregate_train(1, make_replies(models))
     for key, value in result(b).items():
         np.testing.assert_allclose(result(a)[key], value, rtol=1e-6)
+    assert sum(w > 0 for w in verdict.weights.values()) == 4
 
 
 @pytest.mark.parametrize(("configured", "expected"), [(None, 3), (2, 2)])
-def test_num_malicious_defaults_to_the_attack(configured, expected):
-    from dataclasses import replace
-
-    ctx = replace(CTX, num_attackers=3)
-    assert Krum(FedAvg(), ctx, num_malicious_nodes=configured).num_malicious_nodes == (
-        expected
-    )
+def test_num_malicious_defaults_to_the_servers_max_attackers(configured, expected):
+    ctx = replace(CTX, max_attackers=3)
+    krum = build("krum", ctx, num_malicious_nodes=configured)
+    assert krum.num_malicious == expected
+    verdict = krum.verdict(make_round(clustered(8, {})))
+    assert verdict.details["num_malicious_nodes"] == expected
 
 
 def test_boosted_far_client_cannot_buy_its_way_in():
-    replies = make_replies(clustered(6, {0: 10.0}), examples=[2000.0] + [100.0] * 5)
-    strategy = MultiKrum(FedAvg(), CTX)
-    arrays, _ = strategy.aggregate_train(1, replies)
-    assert strategy.last_report.flagged == ["0"]
+    rnd = make_round(clustered(6, {0: 10.0}), examples=[2000.0] + [100.0] * 5)
+    verdict, arrays = judge(build("multikrum"), rnd)
+    assert verdict.flagged == ["0"]
     assert np.all(np.abs(result(arrays)["b"] - 1.0) < 0.05)
+    assert verdict.weights == {"0": 0.0, **{str(c): 100.0 for c in range(1, 6)}}

@@ -91,9 +91,7 @@ def make_round(
     return RoundInput(server_round, arrays, updates)
 
 
-def build(
-    name: str, context: DefenseContext = CTX, **params: object
-) -> Defense:
+def build(name: str, context: DefenseContext = CTX, **params: object) -> Defense:
     """The registered defence ``name`` with ``params`` checked as a config's."""
     plugin = DEFENSES.get(name)
     made = build_params(plugin.params, params, key="defense", owner=name)
