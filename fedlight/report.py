@@ -142,11 +142,25 @@ _EXECUTION_KEYS = frozenset(
 
 @functools.cache
 def _shipped(group: str, name: str) -> dict[str, Any]:
-    """The declared defaults of plug-in ``name`` (empty for an unknown one)."""
+    """The declared defaults of plug-in ``name``; for a shipped preset
+    (``configs/defense/normclip_weights.yaml``) its plug-in's defaults with the
+    preset's values; empty for an unknown name."""
     from fedlight.params import defaults
 
     registry = _registry(group)
-    return defaults(registry.get(name).params) if name in registry else {}
+    if name in registry:
+        return defaults(registry.get(name).params)
+    import fedlight.configs
+
+    path = Path(fedlight.configs.__file__).parent / group / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    preset = yaml.safe_load(path.read_text()) or {}
+    values: dict[str, Any] = {}
+    for base in preset.pop("defaults", None) or []:
+        if isinstance(base, str) and base != "_self_":
+            values.update(_shipped(group, base))
+    return {**values, **preset}
 
 
 def _registry(group: str) -> Any:

@@ -336,7 +336,9 @@ def track_rounds(cfg: DictConfig, plan: ServerPlan, tracker: Tracker) -> None:
             record,
             plan.malicious,
             num_inputs=cfg.defense.get("num_inputs"),
-            defense=cfg.defense.name,
+            # The block's title is the defence's class name, as the original
+            # FedDefender code prints it (``***FedDefender Output Round N ***``).
+            defense=type(plan.defense).__name__,
         )
         progress.update(record)
         tracker.log_round(record)

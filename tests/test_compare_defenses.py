@@ -25,6 +25,7 @@ def test_smoke_multirun_then_report(tmp_path, data_root, ray_tmp):
             "fedlight.run",
             "-m",
             *SMOKE,
+            "attack.malicious_clients=[0]",  # the attacks' default: no attacker
             "defense=none,krum,feddefender_robust",
             f"simulation.ray_temp_dir={ray_tmp}",
             f"hydra.sweep.dir={sweep}",
@@ -43,6 +44,9 @@ def test_smoke_multirun_then_report(tmp_path, data_root, ray_tmp):
         assert r["recall"] in (0.0, 1.0) and r["fpr"] is not None
         (kept,) = r["defense_details"]["selected"]
         assert kept not in r["flagged"]
+        # Krum's verdict as applied: the kept client is the whole aggregate.
+        assert r["weights"] == {c: float(c == kept) for c in "0123"}
+        assert r["attacker_weight"] == float(kept == "0")
     robust = json.loads((sweep / "2" / "results.json").read_text())
     for r in robust["rounds"]:  # scored in the defender's Ray actor
         assert set(r["malicious_confidence"]) == {"0", "1", "2", "3"}
@@ -65,5 +69,9 @@ def test_smoke_multirun_then_report(tmp_path, data_root, ray_tmp):
     assert [r["defense"] for r in rows] == ["none", "krum", "feddefender_robust"]
     assert rows[0]["precision_mean"] == "" and rows[1]["fpr_mean"] != ""
     assert float(rows[1]["accuracy_mean"]) == pytest.approx(krum["final"]["accuracy"])
+    # The attacker's largest share after round 1: round 2's, of two rounds.
+    last_share = krum["rounds"][1]["attacker_weight"]
+    assert float(rows[1]["attacker_weight_mean"]) == pytest.approx(last_share)
+    assert "attacker weight r≥2" in table
     (png,) = out.glob("*.png")
     assert png.name == "default-400-train-backdoor.png" and png.stat().st_size > 1000

@@ -1,4 +1,4 @@
-"""Every config group instantiates; every experiment composes; bad input fails fast."""
+"""Every config group builds; every experiment composes; bad input fails fast."""
 
 from __future__ import annotations
 
@@ -7,39 +7,80 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fedlight.attacks import Attack
-from fedlight.checks import ConfigError, check_config
-from fedlight.defenses import DefenseContext, DefenseStrategy
+from fedlight.attacks import ATTACKS, Attack
+from fedlight.checks import ConfigError, build_attack, build_defense, check_config
+from fedlight.defenses import DEFENSES, Defense, DefenseContext
 from fedlight.models import build_model
+from fedlight.params import defaults
 from support import REPO, compose_config
 
 CONFIGS = REPO / "configs"
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+    """A group's options: its YAML files, and for the plug-in groups every
+    registered name (their options have no files, bar presets)."""
+    names = {p.stem for p in (CONFIGS / group).glob("*.yaml")}
+    registry = {"attack": ATTACKS, "defense": DEFENSES}.get(group)
+    if registry is not None:
+        names |= set(registry.names())
+    return sorted(names)
+
+
+@pytest.mark.parametrize("group", ["attack", "defense"])
+def test_plugin_options_have_no_yaml_but_presets(group):
+    # The registered plug-ins make the options; a YAML file of a plug-in's own
+    # name would be a second source of its defaults. What files remain are
+    # presets: another name, no _target_, composing to a registered plug-in.
+    registry = {"attack": ATTACKS, "defense": DEFENSES}[group]
+    files = sorted((CONFIGS / group).glob("*.yaml"))
+    assert not [p.stem for p in files if p.stem in registry]
+    for path in files:
+        assert "_target_" not in path.read_text()
+        assert compose_config([f"{group}={path.stem}"])[group].name in registry
+    if group == "defense":
+        assert [p.stem for p in files] == ["normclip_weights"]
+
+
+@pytest.mark.parametrize(
+    ("group", "name"),
+    [("attack", n) for n in ATTACKS.names()]
+    + [("defense", n) for n in DEFENSES.names()],
+)
+def test_every_plugin_option_is_its_name_and_declared_defaults(group, name):
+    cfg = compose_config([f"{group}={name}"])
+    registry = {"attack": ATTACKS, "defense": DEFENSES}[group]
+    node = OmegaConf.to_container(cfg[group], resolve=True)
+    assert node == {"name": name, **defaults(registry.get(name).params)}
+    assert "_target_" not in node and "_partial_" not in node
 
 
 @pytest.mark.parametrize("name", options("attack"))
 def test_every_attack_instantiates(name):
     cfg = compose_config([f"attack={name}"])
-    attack = instantiate(cfg.attack)
+    attack = build_attack(cfg)
     assert isinstance(attack, Attack)
+    assert isinstance(attack, ATTACKS.get(name).cls) and attack.name == name
     check_config(cfg)
 
 
 @pytest.mark.parametrize("name", options("defense"))
 def test_every_defense_instantiates(name):
-    from flwr.serverapp.strategy import FedAvg
-
     cfg = compose_config([f"defense={name}"])
     ctx = DefenseContext("convnet", 10, (1, 32, 32), 0.1, 0.3, 0)
-    strategy = instantiate(cfg.defense)(inner=FedAvg(), context=ctx)
-    assert isinstance(strategy, DefenseStrategy)
+    defense = build_defense(cfg, ctx)
+    assert isinstance(defense, Defense)
+    assert isinstance(defense, DEFENSES.get(cfg.defense.name).cls)
+    assert defense.label == cfg.defense.name
     check_config(cfg)
+
+
+def test_normclip_weights_is_a_preset_of_normclip():
+    cfg = compose_config(["defense=normclip_weights"])
+    assert cfg.defense.name == "normclip"
+    assert (cfg.defense.variant, cfg.defense.max_norm) == ("weights", 10)
 
 
 @pytest.mark.parametrize("name", options("model"))
@@ -79,7 +120,41 @@ def test_paper_setting_mnist_20():
     assert cfg.model.name == "convnet" and cfg.partition.name == "iid"
     assert list(cfg.attack.malicious_clients) == [0]
     assert (cfg.attack.trigger_size, cfg.attack.boost) == (12, 20)
-    assert cfg.defense._target_.endswith("FedDefender")
+    # The trigger is the backdoor attack's code defaults, not restated in YAML.
+    assert (cfg.attack.poison_fraction, cfg.attack.target_label) == (0.5, 9)
+    assert cfg.attack.name == "backdoor"
+    assert cfg.defense.name == "feddefender"
+    assert cfg.server.max_attackers == 1
+
+
+THREE_ATTACKERS = {
+    "fmnist_30_3attackers",
+    "mnist_20_dba",
+    "mnist_20_dirichlet05_3attackers",
+}
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_every_experiment_inherits_mnist_20s_threat_model(name):
+    """Experiments inherit mnist_20 and override what they change; the server's
+    attacker bound is 3 exactly where three clients attack."""
+    cfg = compose_config([f"+experiment={name}"])
+    assert cfg.name == name
+    assert cfg.client.epochs == 5 and cfg.num_rounds == 15
+    assert cfg.attack.boost == (1 if name == "mnist_20_scaling" else 20)
+    assert cfg.attack.scale == (20 if name == "mnist_20_scaling" else 1)
+    assert cfg.defense.name == "feddefender"
+    attack = build_attack(cfg)
+    if name == "mnist_20_noattack":
+        assert attack.name == "none" and attack.malicious_clients == []
+    elif name in THREE_ATTACKERS:
+        assert attack.malicious_clients == [0, 1, 2]
+    else:
+        assert attack.malicious_clients == [0]
+    assert cfg.server.max_attackers == (3 if name in THREE_ATTACKERS else 1)
+    if attack.name in ("backdoor", "dba"):
+        assert (attack.trigger_size, attack.target_label) == (12, 9)
+        assert attack.poison_fraction == 0.5
 
 
 BAD = [

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedlight.attacks import Backdoor
+from fedlight.attacks.backdoor import Backdoor
 from fedlight.evaluation import Evaluator, detection_metrics
 
 

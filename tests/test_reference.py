@@ -29,12 +29,23 @@ def test_feddefender_weights_exclude_above_theta_and_scale_the_rest():
     assert weights == {"0": 0.0, "1": 0.8, "2": 1.0}
 
 
+def test_the_reference_refuses_a_defence_it_does_not_repeat():
+    cfg = compose_config([*SMOKE, "defense=krum"])
+    with pytest.raises(ValueError, match="not defense=krum"):
+        run_reference(cfg)
+
+
 @pytest.mark.slow
 def test_reference_and_full_stack_agree(data_root, ray_tmp, tmp_path):
     from fedlight.simulate import simulate
 
     cfg = compose_config(
-        [*SMOKE, f"dataset.root={data_root}", f"simulation.ray_temp_dir={ray_tmp}"]
+        [
+            *SMOKE,
+            "attack.malicious_clients=[0]",  # the attacks' default: no attacker
+            f"dataset.root={data_root}",
+            f"simulation.ray_temp_dir={ray_tmp}",
+        ]
     )
     full = simulate(cfg, tmp_path)
     # One thread, as each client actor trains (client_resources.num_cpus=1).
@@ -45,6 +56,10 @@ def test_reference_and_full_stack_agree(data_root, ray_tmp, tmp_path):
         assert r["participants"] == f["participants"]
         assert r["flagged"] == f["flagged"] and r["rejected"] == f["rejected"]
         assert r["malicious_confidence"] == pytest.approx(f["malicious_confidence"])
+        # The verdict as applied: every client's share, and the attacker's.
+        assert r["weights"] == pytest.approx(f["weights"])
+        assert r["attacker_weight"] == pytest.approx(f["attacker_weight"])
+        assert f["weights"]["0"] == f["attacker_weight"]
         assert r["accuracy"] == pytest.approx(f["accuracy"], abs=0.02)
         assert r["loss"] == pytest.approx(f["loss"], rel=1e-3)
         for cid, metrics in f["clients"].items():

@@ -26,13 +26,25 @@ from support import SMOKE, compose_config
 
 pytestmark = pytest.mark.slow
 
-METRICS = ("accuracy", "loss", "asr", "malicious_confidence", "flagged", "rejected")
+METRICS = (
+    "accuracy",
+    "loss",
+    "asr",
+    "malicious_confidence",
+    "flagged",
+    "rejected",
+    "weights",
+    "attacker_weight",
+)
+# Client 0 attacks (the attacks' own default is no attacker; experiments name it).
+ATTACKER = "attack.malicious_clients=[0]"
 
 
 def smoke(data_root: Path, ray_tmp: str, *extra: str):
     return compose_config(
         [
             *SMOKE,
+            ATTACKER,
             f"dataset.root={data_root}",
             f"simulation.ray_temp_dir={ray_tmp}",
             *extra,
@@ -65,6 +77,12 @@ def test_raising_client_killed_actor_and_nan_update_do_not_end_the_run(
         assert "non-finite" in r["rejected"]["0"]
         assert r["recall"] == 1.0
         assert math.isfinite(r["loss"]) and 0 <= r["accuracy"] <= 1
+        # The verdict covers the clients that passed screening, nobody else: the
+        # rejected attacker holds no share of the aggregate.
+        failed = set(r["failures"]) | set(r["rejected"])
+        assert set(r["weights"]) == {"0", "1", "2", "3"} - failed
+        assert sum(r["weights"].values()) == pytest.approx(1.0)
+        assert r["attacker_weight"] == 0.0
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ckpt["arrays"].values())
 
@@ -80,6 +98,7 @@ def test_wrong_shape_update_is_rejected(data_root, ray_tmp, tmp_path):
     (r,) = simulate(cfg, tmp_path)["rounds"]
     assert "shape" in r["rejected"]["0"]
     assert math.isfinite(r["loss"])
+    assert "0" not in r["weights"] and r["attacker_weight"] == 0.0
 
 
 def test_too_few_replies_fail_the_round(data_root, ray_tmp, tmp_path):
@@ -104,6 +123,7 @@ def run_cli(
             "-m",
             "fedlight.run",
             *overrides,
+            ATTACKER,
             "num_rounds=4",
             f"dataset.root={data_root}",
             f"simulation.ray_temp_dir={ray_tmp}",

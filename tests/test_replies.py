@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace as NS
 
-from fedlight.server import send_and_receive
+from fedlight.server import collect_replies, send_and_receive
 
 
 class TimedGrid:
@@ -32,7 +32,14 @@ class TimedGrid:
             node, at = self.pushed[mid]
             delay = self.delays[node]
             if delay is not None and now - at >= delay:
-                out.append(NS(metadata=NS(reply_to_message_id=mid)))
+                out.append(
+                    NS(
+                        metadata=NS(reply_to_message_id=mid, src_node_id=node),
+                        has_error=lambda: False,
+                        # what a client could claim about itself (ignored)
+                        content={"metrics": {"partition-id": 0}},
+                    )
+                )
                 del self.pushed[mid]  # pulled replies are gone, as in Flower
         return out
 
@@ -66,3 +73,15 @@ def test_gives_up_on_a_silent_node_at_the_timeout() -> None:
     assert [r.metadata.reply_to_message_id for r in replies] == ["m0"]
     assert 0.3 <= took < 0.6
     assert 5 <= grid.polls <= 9  # one poll per 0.05 s, not a busy loop
+
+
+def test_a_reply_is_the_client_its_node_announced_not_what_it_claims() -> None:
+    # node id -> the partition it announced at discovery; every reply claims 0.
+    owner = {101: 2, 102: 0, 103: 1, 104: 3}
+    grid = TimedGrid({101: 0.0, 102: 0.04, 103: 0.02, 104: None})
+    good, failures = collect_replies(
+        grid, messages([101, 102, 103, 104]), owner, timeout=0.2, poll_s=0.01
+    )
+    # In partition order, by the node each reply came from.
+    assert [r.metadata.src_node_id for r in good] == [102, 103, 101]
+    assert failures == {"3": "no reply in 0.2 s"}

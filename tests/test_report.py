@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fedlight.defenses import DEFENSES
+from fedlight.record import RoundRecord
 from fedlight.report import defense_label, main, parse_target, report
 
 
@@ -27,8 +29,17 @@ def fake_run(
     max_train_samples: int | None = None,
     held: int | None = None,
     finished: bool = True,
+    attacker_weight: list[float | None] | None = None,
+    defense_params: dict | None = None,
+    max_attackers: int = 1,
+    legacy: bool = False,
 ) -> Path:
-    """A run directory as ``fedlight.run -m`` leaves it (without the plots)."""
+    """A run directory as ``fedlight.run -m`` leaves it (without the plots).
+
+    The config names its plug-ins (``defense.name``) and ``results.json`` holds a
+    :class:`RoundRecord` per round; ``legacy`` writes a run of fedlight before
+    the registry instead: ``_target_`` nodes, the options only in Hydra's record.
+    """
     run = root / job
     (run / ".hydra").mkdir(parents=True)
     config = {
@@ -36,33 +47,43 @@ def fake_run(
         "seed": seed,
         "num_clients": 2,
         "dataset": {"name": "mnist", "max_train_samples": max_train_samples},
-        "attack": {"_target_": "fedlight.attacks.Backdoor", "scale": 1},
-        "defense": {"_target_": "fedlight.defenses.Krum"},
+        "attack": {"name": attack, "scale": 1},
+        "defense": {"name": defense, **(defense_params or {})},
+        "server": {"max_attackers": max_attackers},
     }
+    if legacy:
+        config["attack"] = {"_target_": "fedlight.attacks.Backdoor", "scale": 1}
+        config["defense"] = {"_target_": "fedlight.defenses.Krum"}
+        del config["server"]
+        choices = {"attack": attack, "defense": defense, "dataset": "mnist"}
+        (run / ".hydra" / "hydra.yaml").write_text(
+            yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}})
+        )
     (run / "config.yaml").write_text(yaml.safe_dump(config))
-    choices = {"attack": attack, "defense": defense, "dataset": "mnist"}
-    (run / ".hydra" / "hydra.yaml").write_text(
-        yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}})
-    )
     if finished:
         fpr = fpr or [None] * len(accuracy)
+        weights = attacker_weight or [None] * len(accuracy)
         rounds = [
-            {
-                "round": i + 1,
-                "accuracy": a,
-                "asr": s,
-                "precision": None,
-                "recall": None if f is None else 1.0,
-                "fpr": f,
-            }
-            for i, (a, s, f) in enumerate(zip(accuracy, asr, fpr, strict=True))
+            RoundRecord(
+                round=i + 1,
+                accuracy=a,
+                loss=1.0 - a,
+                asr=s,
+                recall=None if f is None else 1.0,
+                fpr=f,
+                weights=None if w is None else {"0": w, "1": 1.0 - w},
+                attacker_weight=w,
+            )
+            for i, (a, s, f, w) in enumerate(
+                zip(accuracy, asr, fpr, weights, strict=True)
+            )
         ]
         if held is not None:  # two clients holding `held` images between them
             share = {"train-examples": held / 2, "num-examples": held / 2}
             for r in rounds:
-                r["participants"] = ["0", "1"]
-                r["clients"] = {"0": share, "1": share}
-        results = {"rounds": rounds, "seconds": 10.0 + seed}
+                r.participants = ["0", "1"]
+                r.clients = {"0": share, "1": share}
+        results = {"rounds": [r.to_dict() for r in rounds], "seconds": 10.0 + seed}
         (run / "results.json").write_text(json.dumps(results))
     return run
 
@@ -172,17 +193,109 @@ def test_cli_default_out_is_inside_the_sweep(study, capsys):
 
 
 def test_overridden_defence_keys_name_their_own_cell():
-    robust = {"_target_": "fedlight.defenses.RobustFedDefender", "memory_decay": 0.75}
-    choices = {"defense": "feddefender_robust"}
-    assert defense_label({"defense": robust}, choices) == "feddefender_robust"
+    robust = {"name": "feddefender_robust", "memory_decay": 0.75}
+    assert defense_label({"defense": robust}, {}) == "feddefender_robust"
     ablated = {**robust, "memory_decay": 0, "cap_examples": None, "remote": False}
     assert (
-        defense_label({"defense": ablated}, choices)
+        defense_label({"defense": ablated}, {})
         == "feddefender_robust [memory_decay=0, cap_examples=null]"
     )
-    # Keys null in the shipped file are resolved at run time, not overrides.
-    krum = {"_target_": "fedlight.defenses.Krum", "num_malicious_nodes": 1}
-    assert defense_label({"defense": krum}, {"defense": "krum"}) == "krum"
+    # Keys null in the declared defaults are resolved at run time, not overrides.
+    krum = {"name": "krum", "num_malicious_nodes": 1}
+    assert defense_label({"defense": krum}, {}) == "krum"
+    # The preset normclip_weights is compared with its own values (max_norm 10).
+    clip = {"name": "normclip", "variant": "weights", "max_norm": 10}
+    assert defense_label({"defense": clip}, {}) == "normclip_weights"
+    assert (
+        defense_label({"defense": {**clip, "max_norm": 5}}, {})
+        == "normclip_weights [max_norm=5]"
+    )
+
+
+def test_the_label_is_the_configs_plugin_name_not_hydras_record():
+    # A run's own config names its plug-ins; Hydra's record is only read for runs
+    # of fedlight before the registry (and a run made by calling simulate() has
+    # no such record at all).
+    config = {"defense": {"name": "krum"}, "attack": {"name": "dba"}}
+    assert defense_label(config, {"defense": "median"}) == "krum"
+    legacy = {"defense": {"_target_": "fedlight.defenses.Krum"}}
+    assert defense_label(legacy, {"defense": "krum"}) == "krum"
+    assert defense_label(legacy, {}) == "Krum"
+
+
+def test_a_bound_other_than_one_attacker_names_its_own_cell():
+    krum = {"defense": {"name": "krum"}, "server": {"max_attackers": 3}}
+    assert defense_label(krum, {}) == "krum [max_attackers=3]"
+    assert defense_label({**krum, "server": {"max_attackers": 1}}, {}) == "krum"
+    # FedAvg assumes nothing: no bound in its label.
+    none = {"defense": {"name": "none"}, "server": {"max_attackers": 3}}
+    assert defense_label(none, {}) == "none"
+
+
+def test_runs_labelled_and_ordered_by_the_registry_without_hydras_record(tmp_path):
+    root = tmp_path / "sweep"
+    for job, defense in enumerate(["feddefender", "median", "krum", "none"]):
+        fake_run(root, str(job), defense=defense, seed=0, accuracy=[0.9], asr=[0.1])
+        (root / str(job) / ".hydra" / "hydra.yaml").unlink(missing_ok=True)
+    fake_run(
+        root,
+        "4",
+        defense="krum",
+        seed=0,
+        accuracy=[0.9],
+        asr=[0.1],
+        max_attackers=3,
+    )
+    rows = report(root, tmp_path / "out")
+    names = [r.defense for r in rows]
+    assert names == ["none", "krum", "krum [max_attackers=3]", "median", "feddefender"]
+    ranks = [DEFENSES.rank(n.split(" ")[0]) for n in names]
+    assert ranks == sorted(ranks)
+
+
+def test_runs_of_fedlight_before_the_registry_are_still_labelled(tmp_path):
+    root = tmp_path / "sweep"
+    fake_run(root, "0", defense="krum", seed=0, accuracy=[0.9], asr=[0.1], legacy=True)
+    fake_run(root, "1", defense="none", seed=0, accuracy=[0.8], asr=[0.2], legacy=True)
+    rows = report(root, tmp_path / "out")
+    assert [(r.attack, r.defense) for r in rows] == [
+        ("backdoor", "none"),
+        ("backdoor", "krum"),
+    ]
+
+
+def test_attacker_weight_is_the_largest_share_after_round_1(tmp_path):
+    root = tmp_path / "sweep"
+    # Seed 0: 0.9 in round 1 (not counted), then 0.2 and 0.3: 0.3.
+    # Seed 1: 0.0, then None (no weights) and 0.1: 0.1.
+    fake_run(
+        root,
+        "0",
+        defense="feddefender",
+        seed=0,
+        accuracy=[0.5, 0.6, 0.7],
+        asr=[0.5, 0.2, 0.1],
+        attacker_weight=[0.9, 0.2, 0.3],
+    )
+    fake_run(
+        root,
+        "1",
+        defense="feddefender",
+        seed=1,
+        accuracy=[0.5, 0.6, 0.7],
+        asr=[0.5, 0.2, 0.1],
+        attacker_weight=[0.0, None, 0.1],
+    )
+    (row,) = report(root, tmp_path / "out")
+    assert row.values["attacker_weight"] == pytest.approx([0.3, 0.1])
+    assert row.mean["attacker_weight"] == pytest.approx(0.2)
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| FPR | attacker weight r≥2 |" in table
+    assert "| 0.200 ± 0.141 |" in table
+    with (tmp_path / "out" / "table.csv").open() as f:
+        (line,) = list(csv.DictReader(f))
+    assert float(line["attacker_weight_mean"]) == pytest.approx(0.2)
+    assert parse_target("attacker_weight<=0.05").metric == "attacker_weight"
 
 
 def test_overview_pivots_defences_against_settings_and_marks_missed_targets(

@@ -32,13 +32,27 @@ def test_finished_job_is_returned_without_work(smoke_cfg, tmp_path):
     assert (tmp_path / "0" / "results.json").stat().st_mtime_ns == before
 
 
-def test_another_configs_results_are_not_overwritten(smoke_cfg, tmp_path):
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seed": 1},
+        # What the defences assume, and which plug-in ran, are part of the config.
+        {"server": {"max_attackers": 3}},
+        {"defense": {"name": "none"}},
+        {"attack": {"name": "none"}},
+    ],
+)
+def test_another_configs_results_are_not_overwritten(smoke_cfg, tmp_path, change):
     finished(tmp_path / "0", smoke_cfg, {"final": {}})
-    other = smoke_cfg.copy()
+    other = OmegaConf.merge(smoke_cfg, change)
+    if "defense" in change or "attack" in change:  # a whole other plug-in node
+        group = next(iter(change))
+        other[group] = change[group]
     other.skip_finished = True
-    other.seed = smoke_cfg.seed + 1
+    assert other != smoke_cfg
     with pytest.raises(ConfigError, match="skip_finished=true is not allowed"):
         simulate(other, tmp_path / "0")
     assert json.loads((tmp_path / "0" / "results.json").read_text()) == {"final": {}}
     saved = OmegaConf.load(tmp_path / "0" / "config.yaml")
     assert saved.seed == smoke_cfg.seed
+    assert saved.defense == smoke_cfg.defense and saved.server == smoke_cfg.server

@@ -71,19 +71,21 @@ class Attack(Params):
         self.malicious_clients = sorted(int(c) for c in self.malicious_clients)
 
     def check(self, facts: RunFacts, key: str, owner: str) -> None:
+        # num_malicious first: it has already replaced malicious_clients, so a
+        # too-large N must be reported under the key the user set.
+        if self.num_malicious is not None and self.num_malicious > facts.num_clients:
+            fail(
+                f"{key}.num_malicious",
+                self.num_malicious,
+                f"an integer in [0, {facts.num_clients}]",
+                owner,
+            )
         ids = list(self.malicious_clients)
         if any(not 0 <= c < facts.num_clients for c in ids) or len(set(ids)) < len(ids):
             fail(
                 f"{key}.malicious_clients",
                 ids,
                 f"distinct partition ids in [0, {facts.num_clients})",
-                owner,
-            )
-        if self.num_malicious is not None and self.num_malicious > facts.num_clients:
-            fail(
-                f"{key}.num_malicious",
-                self.num_malicious,
-                f"an integer in [0, {facts.num_clients}]",
                 owner,
             )
         if self.target_label is not None and not (

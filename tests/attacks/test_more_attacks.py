@@ -5,17 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedlight.attacks import (
-    Backdoor,
-    Blended,
-    BrokenUpdate,
-    DistributedBackdoor,
-    LabelFlip,
-    NoAttack,
-    scale_update,
-)
-from fedlight.attacks.blended import blend_pattern
-from fedlight.attacks.dba import stamp_part
+from fedlight.attacks import ATTACKS, scale_update
+from fedlight.attacks.backdoor import Backdoor
+from fedlight.attacks.blended import Blended, blend_pattern
+from fedlight.attacks.broken import BrokenUpdate
+from fedlight.attacks.dba import DistributedBackdoor, stamp_part
+from fedlight.attacks.label_flip import LabelFlip
+from fedlight.attacks.none import NoAttack
+from fedlight.params import ConfigError, build_params
 
 Y = torch.tensor([0, 1, 2, 9, 9, 3, 4, 5, 6, 7, 8, 1])  # 10 non-target
 
@@ -128,16 +125,39 @@ def test_num_malicious_takes_the_first_partition_ids():
         Backdoor(num_malicious=-1)
 
 
-def test_an_attack_ignores_other_attacks_parameters_but_not_typos():
-    # An experiment's backdoor threat model merged into a label-flip sweep.
-    flip = LabelFlip(malicious_clients=[0], trigger_size=12, poison_fraction=0.5)
-    assert flip.malicious_clients == [0]
+def test_an_attack_refuses_other_attacks_parameters_and_typos():
+    # No attack drops keys any more: a backdoor key on a label flip is refused,
+    # in one line naming the plug-in and the keys it does have.
+    with pytest.raises(TypeError):
+        LabelFlip(malicious_clients=[0], trigger_size=12)
     with pytest.raises(TypeError):
         LabelFlip(trigger_sise=12)
+    values = {"malicious_clients": [0], "trigger_size": 12}
+    with pytest.raises(ConfigError) as err:
+        build_params(LabelFlip, values, key="attack", owner="attack=label_flip")
+    msg = str(err.value)
+    assert msg.startswith(
+        "attack.trigger_size=12 is not allowed (attack=label_flip): "
+        "not a parameter; it has "
+    )
+    assert "flip_fraction" in msg and "malicious_clients" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_attack_takes_the_keys_experiments_set(name):
+    # Experiment files set only these keys, so any attack can be swept over them.
+    values = {"malicious_clients": [0], "num_malicious": 3, "boost": 20, "scale": 2}
+    plugin = ATTACKS.get(name)
+    attack = build_params(plugin.params, values, key="attack", owner=f"attack={name}")
+    assert isinstance(attack, plugin.cls) and attack.name == name
+    assert attack.boost == 20 and attack.scale == 2
+    assert attack.malicious_clients == ([] if name == "none" else [0, 1, 2])
 
 
 def test_no_attack_has_no_attackers_whatever_the_experiment_says():
-    attack = NoAttack(malicious_clients=[0], num_malicious=3, trigger_size=12)
+    attack = NoAttack(malicious_clients=[0], num_malicious=3, boost=20, scale=20)
     assert attack.malicious_clients == []
+    assert attack.reported_examples(0, 100) == 100, "nobody boosts"
     g, s = states()
     assert attack.tamper(0, g, s) is s

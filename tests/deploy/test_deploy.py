@@ -34,7 +34,8 @@ from support import REPO
 
 OVERRIDES = (
     "num_clients=2 num_rounds=1 client.epochs=1 dataset.max_train_samples=200 "
-    "wandb.mode=disabled simulation.round_timeout_s=120"
+    "wandb.mode=disabled simulation.round_timeout_s=120 "
+    "attack.malicious_clients=[0]"  # the attacks' own default is no attacker
 )
 RUN_TIMEOUT_S = 240
 
@@ -52,7 +53,10 @@ def test_run_config_composes_fedlight_config() -> None:
         {"experiment": "mnist_20", "overrides": "num_rounds=2 defense=krum"}
     )
     assert cfg.num_clients == 20 and cfg.num_rounds == 2
-    assert cfg.defense._target_.endswith("Krum")
+    assert cfg.defense.name == "krum" and "_target_" not in cfg.defense
+    # The experiment's threat model, and the server's bound on attackers.
+    assert cfg.attack.name == "backdoor" and list(cfg.attack.malicious_clients) == [0]
+    assert cfg.server.max_attackers == 1
     assert compose_run_config({"experiment": "", "overrides": ""}).num_rounds == 15
 
 

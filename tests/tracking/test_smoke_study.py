@@ -19,6 +19,7 @@ import pytest
 from omegaconf import OmegaConf
 from test_wandb_report import panels, run_sets, validate
 
+from fedlight.record import RoundRecord
 from fedlight.tracking import sweep_group
 from fedlight.tracking.dump import load_run
 from fedlight.tracking.rows import CONFIDENCE_COLUMNS, confidence_rows, round_row
@@ -55,6 +56,7 @@ def study(tmp_path_factory) -> Study:
                 "-m",
                 *(o for o in SMOKE if not o.startswith("wandb.mode")),
                 "wandb.mode=offline",
+                "attack.malicious_clients=[0]",
                 f"defense={','.join(DEFENSES)}",
                 f"simulation.ray_temp_dir={ray_tmp}",
                 f"hydra.sweep.dir={sweep}",
@@ -105,12 +107,25 @@ def test_every_round_metric_in_the_dump_equals_results_json(study, defense):
             r["eval_seconds"],
         )
         assert row["time/round"] == r["seconds"]
-        expected = round_row(r)  # and every other key the tracker logs
+        assert row["attacker_weight"] == r["attacker_weight"]
+        assert {c: row[f"weight/{c}"] for c in r["weights"]} == r["weights"]
+        assert set(r["weights"]) == {"0", "1", "2", "3"}
+        assert sum(r["weights"].values()) == pytest.approx(1.0)
+        assert r["attacker_weight"] == r["weights"]["0"]
+        expected = round_row(RoundRecord.from_dict(r))  # every other key logged
         assert {k: row.get(k) for k in expected} == expected
     if defense == "feddefender":
         assert all(len(r["malicious_confidence"]) == 4 for r in rounds)
     else:
         assert all(r["flagged"] is None for r in rounds)
+        # FedAvg: every client its reported count's share, the attacker's boosted
+        # or not (the smoke config does not boost).
+        for r in rounds:
+            counts = {c: m["num-examples"] for c, m in r["clients"].items()}
+            total = sum(counts.values())
+            assert r["weights"] == pytest.approx(
+                {c: n / total for c, n in counts.items()}
+            )
 
 
 @pytest.mark.parametrize("defense", DEFENSES)
@@ -123,7 +138,7 @@ def test_summary_artifact_plots_and_confidence_table(study, defense):
     for key in ("accuracy", "loss", "asr"):
         assert summary[f"final/{key}"] == results["final"][key]
     last = results["rounds"][-1]
-    for key in ("precision", "recall", "fpr"):
+    for key in ("precision", "recall", "fpr", "attacker_weight"):
         assert summary[f"final/{key}"] == last[key]
     assert summary["seconds"] == results["seconds"] and summary["rounds"] == 2
     assert summary["malicious_clients"] == results["malicious_clients"]
@@ -136,9 +151,8 @@ def test_summary_artifact_plots_and_confidence_table(study, defense):
     table = dumped["tables"].get("confidence_table")
     if defense == "feddefender":
         assert table["columns"] == CONFIDENCE_COLUMNS
-        assert table["data"] == confidence_rows(
-            results["rounds"], results["malicious_clients"]
-        )
+        records = [RoundRecord.from_dict(r) for r in results["rounds"]]
+        assert table["data"] == confidence_rows(records, results["malicious_clients"])
         assert len(table["data"]) == 2 * 4
     else:
         assert table is None  # a defence that scores nobody has no table
@@ -154,8 +168,12 @@ def test_the_run_config_is_the_resolved_config_and_jobs_share_a_group(study):
         )
         assert dumped["config"] == saved
         assert dumped["config"]["wandb"]["group"] == sweep_group(study.sweep)
-    assert dumps["feddefender"]["run"]["tags"] == ["mnist", "Backdoor", "FedDefender"]
-    assert dumps["none"]["run"]["tags"] == ["mnist", "Backdoor", "NoDefense"]
+    # Tagged with the registered plug-in names (attack=backdoor, defense=...).
+    assert dumps["feddefender"]["run"]["tags"] == ["mnist", "backdoor", "feddefender"]
+    assert dumps["none"]["run"]["tags"] == ["mnist", "backdoor", "none"]
+    for defense, dumped in dumps.items():
+        assert dumped["config"]["defense"]["name"] == defense
+        assert dumped["config"]["attack"]["name"] == "backdoor"
 
 
 def test_the_report_spec_for_the_study_validates_against_its_runs(study):

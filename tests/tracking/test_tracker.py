@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from tracking_sample import record
 
+from fedlight.record import RoundRecord
 from fedlight.tracking import Tracker
 from fedlight.tracking.dump import load_run
 from fedlight.tracking.rows import round_row
@@ -21,13 +22,14 @@ from fedlight.tracking.rows import round_row
 HERE = Path(__file__).parent
 
 
-def results_for(rounds: list[dict], path: Path) -> dict:
+def results_for(rounds: list[RoundRecord], path: Path) -> dict:
+    last = rounds[-1]
     results = {
         "name": "t",
         "malicious_clients": ["0"],
         "data_source": "test",
-        "rounds": rounds,
-        "final": {k: rounds[-1][k] for k in ("accuracy", "loss", "asr")},
+        "rounds": [r.to_dict() for r in rounds],
+        "final": {"accuracy": last.accuracy, "loss": last.loss, "asr": last.asr},
         "seconds": 9.5,
     }
     path.write_text(json.dumps(results))
@@ -41,7 +43,7 @@ def no_credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
 
 
-def track(out: Path, rounds: list[dict], mode: str | None, **kwargs) -> Tracker:
+def track(out: Path, rounds: list[RoundRecord], mode: str | None, **kwargs) -> Tracker:
     tracker = Tracker(
         {"num_rounds": len(rounds), "defense": {"theta": 0.5}},
         out,
@@ -74,6 +76,8 @@ def test_an_offline_run_reads_back_as_logged(tmp_path, no_credentials):
         assert {k: row[k] for k in expected} == expected
     assert dumped["summary"]["final/accuracy"] == 0.9
     assert dumped["summary"]["final/precision"] is None
+    assert dumped["summary"]["final/attacker_weight"] == 0.0
+    assert history[0]["attacker_weight"] == 0.0 and history[0]["weight/2"] == 0.75
     assert dumped["tables"]["confidence_table"]["data"][0] == [1, "0", 1.0, True, True]
     (artifact,) = [a for a in dumped["artifacts"] if a["type"] == "results"]
     assert artifact["files"] == ["results.json"]
@@ -110,11 +114,12 @@ started = tracker.mode
 rounds = [record(1), record(2), record(3)]
 for r in rounds:
     tracker.log_round(r)
-    if server and r["round"] == stop_after:
+    if server and r.round == stop_after:
         server.shutdown()
         server.server_close()  # W&B is gone from here on
-results = {"rounds": rounds, "final": {"accuracy": 0.9, "loss": 0.3, "asr": 0.05},
-           "seconds": 1.0, "malicious_clients": ["0"], "data_source": "test"}
+results = {"rounds": [r.to_dict() for r in rounds],
+           "final": {"accuracy": 0.9, "loss": 0.3, "asr": 0.05}, "seconds": 1.0,
+           "malicious_clients": ["0"], "data_source": "test"}
 (out / "results.json").write_text(json.dumps(results))
 tracker.finish(results, out / "results.json", [])
 print(json.dumps([started, tracker.mode]))

@@ -67,8 +67,9 @@ def test_every_run_set_selects_the_group_in_the_reports_project():
     grouped = [rs for rs in run_sets(spec) if rs["grouping"]]
     assert len(grouped) == 3  # the curve grids: per dataset, attack and defence
     names = [key["name"] for key in grouped[0]["grouping"]]
-    assert names == ["dataset.value.name", "attack.value._target_",
-                     "defense.value._target_"]  # fmt: skip
+    # The registered plug-in names, as the runs' configs hold them.
+    assert names == ["dataset.value.name", "attack.value.name",
+                     "defense.value.name"]  # fmt: skip
 
 
 def test_the_panels_plot_keys_a_round_row_has():
