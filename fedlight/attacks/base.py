@@ -41,7 +41,7 @@ class Attack(Params):
     """
 
     malicious_clients: list[int] = param(
-        factory=list, low=0, doc="the attackers' partition ids"
+        factory=lambda: [0], low=0, doc="the attackers' partition ids"
     )
     num_malicious: int | None = param(
         None, low=0, doc="N: the first N partition ids instead of malicious_clients"

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message
 
-from fedlight.params import Params
+from fedlight.params import Params, RunFacts, fail
 from fedlight.registry import Registry
 
 DEFENSES = Registry("defense", "fedlight.defenses")
@@ -157,6 +157,13 @@ def assumed_attackers(value: int | None, context: DefenseContext) -> int:
     return int(value) if value is not None else context.max_attackers
 
 
+def check_bound(f: int | None, facts: RunFacts, key: str, owner: str) -> None:
+    """Refuse an assumed attacker count ``num_malicious_nodes`` of n or more."""
+    most = max(facts.num_clients - 1, 0)
+    if f is not None and f > most:
+        fail(f"{key}.num_malicious_nodes", f, f"an integer in [0, {most}]", owner)
+
+
 def scaled_weights(
     counts: dict[str, float], scores: dict[str, float], flagged: list[str]
 ) -> dict[str, float]:
@@ -175,7 +182,11 @@ def selection_weights(counts: dict[str, float], kept: set[str]) -> dict[str, flo
 
 def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     """numpy arrays as Flower's ArrayRecord."""
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    # np.require keeps 0-d arrays (BatchNorm's counters) 0-d; ascontiguousarray
+    # would make them (1,) and the next round's screening would reject them all.
+    return ArrayRecord(
+        {k: Array(np.require(v, requirements="C")) for k, v in arrays.items()}
+    )
 
 
 def cast_like(arrays: ArrayRecord, dtypes: dict[str, Any]) -> ArrayRecord:

@@ -29,8 +29,9 @@ from fedlight.defenses.base import (
     RoundInput,
     Verdict,
     assumed_attackers,
+    check_bound,
 )
-from fedlight.params import Params, param
+from fedlight.params import Params, RunFacts, param
 
 log = logging.getLogger("fedlight")
 
@@ -42,6 +43,9 @@ class BulyanParams(Params):
         low=0,
         doc="f; null: server.max_attackers (lowered per round to fit n >= 4f + 3)",
     )
+
+    def check(self, facts: RunFacts, key: str, owner: str) -> None:
+        check_bound(self.num_malicious_nodes, facts, key, owner)
 
 
 def feasible_num_malicious(num_malicious: int, num_replies: int) -> int:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedlight.defenses.base import DEFENSES
+from fedlight.defenses.base import DEFENSES, check_bound
 from fedlight.defenses.multikrum import PAPER, MultiKrum
-from fedlight.params import Params, param
+from fedlight.params import Params, RunFacts, param
 
 
 @dataclass
@@ -25,6 +25,9 @@ class KrumParams(Params):
     @property
     def num_nodes_to_select(self) -> int:
         return 1
+
+    def check(self, facts: RunFacts, key: str, owner: str) -> None:
+        check_bound(self.num_malicious_nodes, facts, key, owner)
 
 
 @DEFENSES.register("krum", params=KrumParams, order=30, paper=PAPER)

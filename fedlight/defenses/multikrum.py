@@ -23,9 +23,10 @@ from fedlight.defenses.base import (
     RoundInput,
     Verdict,
     assumed_attackers,
+    check_bound,
     selection_weights,
 )
-from fedlight.params import Params, param
+from fedlight.params import Params, RunFacts, fail, param
 
 PAPER = "Blanchard et al., NeurIPS 2017"
 
@@ -38,6 +39,17 @@ class MultiKrumParams(Params):
     num_nodes_to_select: int | None = param(
         None, low=1, doc="m, the clients kept; null: n - f"
     )
+
+    def check(self, facts: RunFacts, key: str, owner: str) -> None:
+        check_bound(self.num_malicious_nodes, facts, key, owner)
+        m = self.num_nodes_to_select
+        if m is not None and m > facts.clients_per_round:
+            fail(
+                f"{key}.num_nodes_to_select",
+                m,
+                f"an integer in [1, {facts.clients_per_round}]",
+                owner,
+            )
 
 
 def krum_selection(

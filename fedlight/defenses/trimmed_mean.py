@@ -22,8 +22,9 @@ from fedlight.defenses.base import (
     RoundInput,
     Verdict,
     assumed_attackers,
+    check_bound,
 )
-from fedlight.params import Params, param
+from fedlight.params import Params, RunFacts, param
 
 
 @dataclass
@@ -34,6 +35,9 @@ class TrimmedMeanParams(Params):
     num_malicious_nodes: int | None = param(
         None, low=0, doc="f for beta=null; null: server.max_attackers"
     )
+
+    def check(self, facts: RunFacts, key: str, owner: str) -> None:
+        check_bound(self.num_malicious_nodes, facts, key, owner)
 
 
 def beta_for(num_malicious: int, num_replies: int) -> float:
