@@ -8,7 +8,7 @@ trimmed mean) came from each client, for ``attacker_weight``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -37,42 +37,45 @@ def fedavg(states: Sequence[Arrays], weights: Sequence[float]) -> dict[str, np.n
     return {k: np.asarray(v) for k, v in total.items()}
 
 
+def _shares(
+    states: Sequence[Arrays], pick: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Each client's share of the values a coordinate-wise rule uses: ``pick``
+    maps stacked ``(clients, coords)`` values to the ``(used, coords)`` client
+    indices it averages; counted over every float coordinate, summing to 1."""
+    n = len(states)
+    counts = np.zeros(n)
+    used = 0
+    for key, first in states[0].items():
+        if np.asarray(first).dtype.kind != "f":
+            continue
+        chosen = pick(np.stack([np.asarray(s[key]).ravel() for s in states]))
+        counts += np.bincount(chosen.ravel(), minlength=n)
+        used += chosen.size
+    return counts / max(used, 1)
+
+
 def rank_shares(states: Sequence[Arrays], low: int, high: int) -> np.ndarray:
     """Each client's share of a rule that averages, per coordinate, the values
     ranked ``low`` to ``high - 1`` (0-based) among the clients.
 
     The median of n values uses ranks ``(n-1)//2 .. n//2``; a trimmed mean
-    cutting k per tail uses ``k .. n-k-1``. Returns ``(clients,)`` shares that
-    sum to 1: the fraction of the rule's inputs, over every float coordinate,
-    that came from each client.
+    cutting k per tail uses ``k .. n-k-1``.
     """
     n = len(states)
     if not 0 <= low < high <= n:
         raise ValueError(f"ranks [{low}, {high}) do not fit {n} clients")
-    counts = np.zeros(n)
-    coords = 0
-    for key, first in states[0].items():
-        if np.asarray(first).dtype.kind != "f":
-            continue
-        stacked = np.stack([np.asarray(s[key]).ravel() for s in states])
-        order = np.argsort(stacked, axis=0, kind="stable")[low:high]
-        counts += np.bincount(order.ravel(), minlength=n)
-        coords += stacked.shape[1]
-    return counts / max(coords * (high - low), 1)
+    return _shares(
+        states, lambda values: np.argsort(values, axis=0, kind="stable")[low:high]
+    )
 
 
 def closest_shares(states: Sequence[Arrays], beta: int) -> np.ndarray:
     """Each client's share of a rule that averages, per coordinate, the ``beta``
     values closest to the clients' median (Bulyan's second stage)."""
-    n = len(states)
-    counts = np.zeros(n)
-    coords = 0
-    for key, first in states[0].items():
-        if np.asarray(first).dtype.kind != "f":
-            continue
-        stacked = np.stack([np.asarray(s[key]).ravel() for s in states])
-        distance = np.abs(stacked - np.median(stacked, axis=0))
-        order = np.argsort(distance, axis=0, kind="stable")[:beta]
-        counts += np.bincount(order.ravel(), minlength=n)
-        coords += stacked.shape[1]
-    return counts / max(coords * beta, 1)
+
+    def closest(values: np.ndarray) -> np.ndarray:
+        distance = np.abs(values - np.median(values, axis=0))
+        return np.argsort(distance, axis=0, kind="stable")[:beta]
+
+    return _shares(states, closest)

@@ -213,26 +213,27 @@ def chosen(cfg: DictConfig, registry: Registry) -> Plugin:
     return registry.get(name)
 
 
-def plugin_params(cfg: DictConfig, registry: Registry) -> Any:
-    """The chosen plug-in's parameters, checked (one line naming it on error)."""
+def plugin_params(cfg: DictConfig, registry: Registry) -> tuple[Plugin, Any]:
+    """The chosen plug-in and its parameters, checked (one line naming it on error)."""
     plugin = chosen(cfg, registry)
     values = OmegaConf.to_container(cfg[registry.group], resolve=True)
     values.pop("name")
-    return build_params(
+    params = build_params(
         plugin.params,
         values,
         key=registry.group,
         owner=f"{registry.group}={plugin.name}",
         facts=run_facts(cfg),
     )
+    return plugin, params
 
 
 def build_attack(cfg: DictConfig) -> Attack:
-    """The run's attack, its parameters checked."""
-    return plugin_params(cfg, ATTACKS)
+    """The run's attack, its parameters checked (an attack is its own params)."""
+    return plugin_params(cfg, ATTACKS)[1]
 
 
 def build_defense(cfg: DictConfig, context: DefenseContext) -> Defense:
     """The run's defence, its parameters checked."""
-    params = plugin_params(cfg, DEFENSES)
-    return chosen(cfg, DEFENSES).cls(params, context)
+    plugin, params = plugin_params(cfg, DEFENSES)
+    return plugin.cls(params, context)

@@ -85,9 +85,7 @@ def round_status(record: RoundRecord) -> str:
     """One line on a finished round: accuracy, ASR and the flagged clients."""
     flagged = record.flagged
     who = "-" if flagged is None else ",".join(flagged) or "none"
-    return (
-        f"accuracy {_fmt(record.accuracy)}  ASR {_fmt(record.asr)}  flagged {who}"
-    )
+    return f"accuracy {_fmt(record.accuracy)}  ASR {_fmt(record.asr)}  flagged {who}"
 
 
 class RoundProgress:

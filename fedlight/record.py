@@ -52,6 +52,12 @@ class RoundRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def normalised(weights: dict[str, float]) -> dict[str, float] | None:
+    """``weights`` as shares summing to 1 (None when they sum to 0)."""
+    total = sum(weights.values())
+    return {c: w / total for c, w in weights.items()} if total > 0 else None
+
+
 def attacker_share(weights: dict[str, float], malicious: list[str]) -> float | None:
     """The share of ``weights`` held by ``malicious`` clients (None if no weight)."""
     total = sum(weights.values())

@@ -38,7 +38,7 @@ from fedlight.defenses.remote import run_job
 from fedlight.evaluation import detection_metrics
 from fedlight.models import build_model
 from fedlight.models.module import TensorBatches
-from fedlight.record import RoundRecord, attacker_share
+from fedlight.record import RoundRecord, attacker_share, normalised
 from fedlight.sanitize import screen_updates
 from fedlight.seeding import derive_seed
 from fedlight.server import sample_clients
@@ -253,8 +253,7 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
                 [states[cid] for cid in survivors],
                 [weights[cid] for cid in survivors],
             )
-        total = sum(weights.values())
-        shares = {c: w / total for c, w in weights.items()} if total > 0 else None
+        shares = normalised(weights)
 
         eval_start = time.perf_counter()
         metrics = evaluator(global_state)

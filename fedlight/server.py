@@ -36,7 +36,7 @@ from fedlight.defenses.base import (
     to_record,
 )
 from fedlight.evaluation import Evaluator, detection_metrics
-from fedlight.record import RoundRecord, attacker_share
+from fedlight.record import RoundRecord, attacker_share, normalised
 from fedlight.sanitize import screen_updates
 from fedlight.seeding import derive_seed
 
@@ -290,12 +290,6 @@ def run_round(
         seconds=time.perf_counter() - start,
     )
     return arrays, record
-
-
-def normalised(weights: dict[str, float]) -> dict[str, float] | None:
-    """``weights`` as shares summing to 1 (None when they sum to 0)."""
-    total = sum(weights.values())
-    return {c: w / total for c, w in weights.items()} if total > 0 else None
 
 
 def apply_verdict(rnd: RoundInput, verdict: Verdict, label: str) -> ArrayRecord | None:
