@@ -70,12 +70,13 @@ def test_label_flip_never_keeps_label():
 
 def test_backdoor_defaults_are_the_papers_trigger():
     # The code's defaults are the threat model (no YAML restates them): a 12 px
-    # square, half of the non-target images, relabelled to 9.
+    # square, half of the non-target images, relabelled to 9, by client 0 (as
+    # the old attack YAML had it).
     attack = Backdoor()
     assert attack.trigger_size == 12
     assert attack.poison_fraction == 0.5
     assert attack.target_label == 9
-    assert attack.malicious_clients == [] and attack.boost == 1.0
+    assert attack.malicious_clients == [0] and attack.boost == 1.0
 
 
 def test_attacks_are_named_by_their_registration():
