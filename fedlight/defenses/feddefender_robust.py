@@ -28,7 +28,6 @@ The maths lives in :mod:`fedlight.defenses.robust_fingerprint`.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -44,6 +43,7 @@ from fedlight.defenses.base import (
     assumed_attackers,
     scaled_weights,
 )
+from fedlight.defenses.fedavg_cap import cap_counts
 from fedlight.defenses.feddefender import ray_running
 from fedlight.defenses.fingerprint import score_clients, synthetic_inputs
 from fedlight.defenses.remote import RemoteDefender
@@ -234,14 +234,6 @@ class RobustParams(Params):
     remote: bool = param(True, doc="score in the defender's Ray actor")
     num_cpus: float = param(0.0, low=0.0, doc="the actor's CPU reservation")
     num_gpus: float = param(0.0, low=0.0, doc="> 0 runs it on a GPU")
-
-
-def cap_counts(counts: dict[str, float], cap: float | None) -> dict[str, float]:
-    """Reported example counts capped at ``cap`` x the median (None: unchanged)."""
-    if cap is None or not counts:
-        return dict(counts)
-    limit = cap * statistics.median(counts.values())
-    return {cid: min(n, limit) for cid, n in counts.items()}
 
 
 def remember(
