@@ -4,13 +4,14 @@ Reads every run directory under DIR (a Hydra multirun, or any tree of runs) that
 holds ``results.json`` beside its resolved ``config.yaml``, groups the runs by
 setting (experiment name, attack, training-set size) and defence, and writes
 
-- ``OUT/table.md``: mean ± std over seeds of final clean accuracy, final and max
-  ASR, detection precision / recall / false-positive rate (each run's mean over
+- ``OUT/table.md``: mean ± 95% confidence half-width over seeds of final clean
+  accuracy, final and max ASR, detection precision / recall / false-positive rate (each run's mean over
   the rounds where it is defined), wall time; one section per setting and
   attack, with its plot; first, when there are several settings (or targets), an
   overview with a line per defence and a column per setting for each headline
-  metric, ✗ marking a cell where a seed misses a ``--target`` bound;
-- ``OUT/table.csv``: the same numbers, mean and std in separate columns;
+  metric, ✗ marking a cell where a seed misses a ``--target`` bound; and in how
+  many seeds each defence held (:func:`holds`), beside FedAvg without attack;
+- ``OUT/table.csv``: the same numbers, mean, std and CI in separate columns;
 - ``OUT/<setting>-<attack>.png``: clean accuracy and ASR per round, one line per
   defence (mean over seeds).
 
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from scipy.stats import t as student_t
 
 log = logging.getLogger("fedlight")
 
@@ -89,6 +91,9 @@ class Row:
     seeds: list[int]
     # Per metric, the seeds' values where defined; mean and std derive from them.
     values: dict[str, list[float]] = field(default_factory=dict)
+    # Seeds where the defence held (see :func:`holds`) and seeds judged; None
+    # without an ASR or without FedAvg's no-attack run of the same setting.
+    held: tuple[int, int] | None = None
 
     @property
     def section(self) -> str:
@@ -105,6 +110,37 @@ class Row:
             m: statistics.stdev(v) if len(v) > 1 else None
             for m, v in self.values.items()
         }
+
+    @functools.cached_property
+    def ci95(self) -> dict[str, float | None]:
+        """Half-width of the 95% confidence interval of the mean (Student t with
+        n - 1 degrees of freedom); None with fewer than two values."""
+        return {
+            m: float(student_t.ppf(0.975, len(v) - 1))
+            * statistics.stdev(v)
+            / math.sqrt(len(v))
+            if len(v) > 1
+            else None
+            for m, v in self.values.items()
+        }
+
+
+# A defence holds a run when the backdoor stays out after round 1 at FedAvg's
+# clean accuracy: max ASR after round 1 at most HOLD_ASR and final clean accuracy
+# at most HOLD_ACCURACY_DROP below FedAvg's without attack in the same setting.
+HOLD_ASR = 0.05
+HOLD_ACCURACY_DROP = 0.02
+
+
+def holds(run: Run, clean_accuracy: float) -> bool:
+    """Whether the defence held in ``run`` (see HOLD_ASR, HOLD_ACCURACY_DROP)."""
+    asr, acc = run.metrics["max_asr_after_1"], run.metrics["accuracy"]
+    return (
+        asr is not None
+        and acc is not None
+        and asr <= HOLD_ASR
+        and acc >= clean_accuracy - HOLD_ACCURACY_DROP
+    )
 
 
 def _mean_defined(values: Iterable[float | None]) -> float | None:
@@ -322,10 +358,13 @@ def _defense_rank(name: str) -> tuple[int, str]:
 
 
 def summarise(runs: list[Run]) -> list[Row]:
-    """One row per (setting, attack, defence): mean and std over seeds of every metric.
+    """One row per (setting, attack, defence): mean, std and 95% CI over seeds of
+    every metric, and in how many seeds the defence held.
 
     The std is the sample std (n - 1); None with a single seed or where a metric
-    is undefined (no ASR without a target; no detection without scores).
+    is undefined (no ASR without a target; no detection without scores). Holding
+    needs FedAvg's run without attack in the same setting (``attack=none
+    defense=none``); without it ``held`` is None.
     """
     cells: dict[tuple[str, str, str], list[Run]] = {}
     for run in runs:
@@ -342,6 +381,19 @@ def summarise(runs: list[Run]) -> list[Row]:
             for metric in METRICS
         }
         rows.append(Row(setting, attack, defense, [r.seed for r in members], values))
+    clean = {
+        (setting, defense): statistics.fmean(
+            float(r.metrics["accuracy"]) for r in members
+        )
+        for (setting, attack, defense), members in cells.items()
+        if attack == "none" and defense == "none"
+    }
+    for row in rows:
+        reference = clean.get((row.setting, "none"))
+        members = cells[(row.setting, row.attack, row.defense)]
+        if reference is not None and row.values["max_asr_after_1"]:
+            judged = [r for r in members if r.metrics["max_asr_after_1"] is not None]
+            row.held = (sum(holds(r, reference) for r in judged), len(judged))
     rows.sort(key=lambda r: (r.setting, r.attack, _defense_rank(r.defense)))
     return rows
 
@@ -407,6 +459,26 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
     for target in targets:
         by_metric.setdefault(target.metric, []).append(target)
     out = []
+    judged = [
+        name for name in sections if any(r.held for r in rows if r.section == name)
+    ]
+    if judged:
+        out += [
+            "### holds (seeds where max ASR r≥2 ≤ "
+            f"{HOLD_ASR:g} at clean accuracy within {HOLD_ACCURACY_DROP:g} "
+            "of FedAvg without attack)",
+            "",
+        ]
+        out.append("| defence | " + " | ".join(titles.get(s, s) for s in judged) + " |")
+        out.append("|" + "---|" * (len(judged) + 1))
+        for defense in defenses:
+            cells = [
+                _held(by_cell[(n, defense)]) if (n, defense) in by_cell else ""
+                for n in judged
+            ]
+            if any(c not in ("", "–") for c in cells):
+                out.append("| " + defense + " | " + " | ".join(cells) + " |")
+        out.append("")
     for metric in OVERVIEW:
         # Only the settings where some defence defines the metric (no ASR column
         # for a run without attack); no pivot at all where none does.
@@ -441,14 +513,19 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
     return out
 
 
-def _cell(mean: float | None, std: float | None, metric: str) -> str:
+def _cell(mean: float | None, spread: float | None, metric: str) -> str:
     if mean is None:
         return "–"
     spec = {"seconds": ".0f", "defense_seconds": ".2f"}.get(metric, ".3f")
     text = format(mean, spec)
-    if std is not None:
-        text += " ± " + format(std, spec)
+    if spread is not None:
+        text += " ± " + format(spread, spec)
     return text
+
+
+def _held(row: Row) -> str:
+    """``held/seeds`` (the failure rate is the rest); – where undefined."""
+    return f"{row.held[0]}/{row.held[1]}" if row.held else "–"
 
 
 def slug(text: str) -> str:
@@ -461,7 +538,8 @@ def write_csv(rows: list[Row], path: Path) -> None:
         writer = csv.writer(f)
         header = ["setting", "attack", "defense", "seeds", "num_seeds"]
         for metric in METRICS:
-            header += [f"{metric}_mean", f"{metric}_std"]
+            header += [f"{metric}_mean", f"{metric}_std", f"{metric}_ci95"]
+        header += ["held", "judged"]
         writer.writerow(header)
         for row in rows:
             line: list[Any] = [
@@ -472,8 +550,9 @@ def write_csv(rows: list[Row], path: Path) -> None:
                 len(row.seeds),
             ]
             for metric in METRICS:
-                for value in (row.mean[metric], row.std[metric]):
+                for value in (row.mean[metric], row.std[metric], row.ci95[metric]):
                     line.append("" if value is None else f"{value:.6g}")
+            line += list(row.held) if row.held else ["", ""]
             writer.writerow(line)
 
 
@@ -522,7 +601,13 @@ def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
 def caption(runs: list[Run]) -> str:
     """What the numbers are, including which settings ran on a training subset."""
     lines = [
-        "Mean ± sample std over seeds. Final = after the last round. ASR: share of "
+        "Mean ± the half-width of its 95% confidence interval over seeds (Student "
+        "t, n - 1 degrees of freedom; the mean alone with one seed). Holds: in how "
+        f"many seeds the defence held: max ASR after round 1 <= {HOLD_ASR:g} at a "
+        f"final clean accuracy at most {HOLD_ACCURACY_DROP:g} below FedAvg's "
+        "without attack in the same setting (`attack=none defense=none`; – "
+        "without that run); the other seeds are its failure rate. "
+        "Final = after the last round. ASR: share of "
         "triggered test images whose true class is not the target that the global "
         "model assigns to the target (a clean model scores near 0); – where the "
         "attack has no target. Precision / recall / FPR: each run's mean over the "
@@ -553,7 +638,7 @@ def write_markdown(
     root: Path,
     targets: Iterable[Target] = (),
 ) -> None:
-    header = ["defence", "seeds", *(HEADERS[m] for m in METRICS)]
+    header = ["defence", "seeds", "holds", *(HEADERS[m] for m in METRICS)]
     out = [f"# Defences compared: `{root}`", "", caption(runs), ""]
     targets = list(targets)
     if len({r.section for r in rows}) > 1 or targets:
@@ -571,8 +656,8 @@ def write_markdown(
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * len(header))
         for row in (r for r in rows if r.section == name):
-            cells = [row.defense, str(len(row.seeds))]
-            cells += [_cell(row.mean[m], row.std[m], m) for m in METRICS]
+            cells = [row.defense, str(len(row.seeds)), _held(row)]
+            cells += [_cell(row.mean[m], row.ci95[m], m) for m in METRICS]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
         if name in plots:

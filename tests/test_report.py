@@ -136,7 +136,9 @@ def test_files_and_the_unfinished_run(study, tmp_path):
     report(study, out)
     table = (out / "table.md").read_text()
     assert "## mnist_20 / backdoor" in table
-    assert "| none | 2 | 0.700 ± 0.141 |" in table
+    # Mean ± the 95% CI's half-width: t(0.975, 1) x 0.1414 / sqrt(2) = 1.271;
+    # no FedAvg run without attack here, so "holds" is undefined (–).
+    assert "| none | 2 | – | 0.700 ± 1.271 |" in table
     assert "1 run directory without results.json" in table and "sweep/4" in table
     assert "![mnist_20 / backdoor](mnist_20-backdoor.png)" in table
     assert (out / "mnist_20-backdoor.png").stat().st_size > 1000
@@ -178,7 +180,44 @@ def test_subsampled_and_no_attack_settings_are_separate_and_captioned(tmp_path):
     }
     table = (tmp_path / "out" / "table.md").read_text()
     assert "1000-image subset of mnist" in table
-    assert "| krum | 1 | 0.900 | – | – | – | – | 1.000 | 0.250 | – |" in table
+    assert "| krum | 1 | – | 0.900 | – | – | – | – | 1.000 | 0.250 | – |" in table
+
+
+def test_holds_counts_seeds_that_keep_the_backdoor_out_at_fedavgs_accuracy(tmp_path):
+    root = tmp_path / "sweep"
+    # FedAvg without attack: clean accuracy 0.90 and 0.92 (mean 0.91).
+    for seed, acc in enumerate([0.90, 0.92]):
+        fake_run(
+            root,
+            f"c{seed}",
+            defense="none",
+            attack="none",
+            seed=seed,
+            accuracy=[0.5, acc],
+            asr=[None, None],
+        )
+    # Seed 0 holds (ASR after round 1 0.04, accuracy 0.90 >= 0.89); seed 1 lets
+    # the backdoor in after round 1; seed 2 keeps it out at 0.88 < 0.89.
+    for seed, (acc, asr) in enumerate([(0.90, 0.04), (0.95, 0.5), (0.88, 0.0)]):
+        fake_run(
+            root,
+            f"k{seed}",
+            defense="krum",
+            seed=seed,
+            accuracy=[0.5, acc],
+            asr=[0.9, asr],
+        )
+    rows = report(root, tmp_path / "out")
+    (krum,) = [r for r in rows if r.defense == "krum"]
+    assert krum.held == (1, 3)
+    t975 = 4.302652729911275  # Student t, 2 degrees of freedom
+    assert krum.ci95["accuracy"] == pytest.approx(t975 * 0.0013**0.5 / 3**0.5, rel=1e-4)
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| krum | 3 | 1/3 |" in table
+    assert "### holds" in table and "| krum | 1/3 |" in table
+    with (tmp_path / "out" / "table.csv").open() as f:
+        line = [r for r in csv.DictReader(f) if r["defense"] == "krum"][0]
+    assert (line["held"], line["judged"]) == ("1", "3")
 
 
 def test_cli_without_runs_fails_in_one_line(tmp_path, capsys):
@@ -291,7 +330,7 @@ def test_attacker_weight_is_the_largest_share_after_round_1(tmp_path):
     assert row.mean["attacker_weight"] == pytest.approx(0.2)
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| FPR | attacker weight r≥2 |" in table
-    assert "| 0.200 ± 0.141 |" in table
+    assert "| 0.200 ± 1.271 |" in table
     with (tmp_path / "out" / "table.csv").open() as f:
         (line,) = list(csv.DictReader(f))
     assert float(line["attacker_weight_mean"]) == pytest.approx(0.2)
