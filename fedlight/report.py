@@ -5,12 +5,13 @@ holds ``results.json`` beside its resolved ``config.yaml``, groups the runs by
 setting (experiment name, attack, training-set size) and defence, and writes
 
 - ``OUT/table.md``: mean ± 95% confidence half-width over seeds of final clean
-  accuracy, final and max ASR, detection precision / recall / false-positive rate (each run's mean over
-  the rounds where it is defined), wall time; one section per setting and
-  attack, with its plot; first, when there are several settings (or targets), an
-  overview with a line per defence and a column per setting for each headline
-  metric, ✗ marking a cell where a seed misses a ``--target`` bound; and in how
-  many seeds each defence held (:func:`holds`), beside FedAvg without attack;
+  accuracy, final and max ASR, detection precision / recall / false-positive
+  rate (each run's mean over the rounds where it is defined), wall time; one
+  section per setting and attack, with its plot; first, when there are several
+  settings (or targets), an overview with a line per defence and a column per
+  setting for each headline metric, ✗ marking a cell where a seed misses a
+  ``--target`` bound, and in how many seeds each defence held (:func:`holds`)
+  against FedAvg's clean accuracy on the same task;
 - ``OUT/table.csv``: the same numbers, mean, std and CI in separate columns;
 - ``OUT/<setting>-<attack>.png``: clean accuracy and ASR per round, one line per
   defence (mean over seeds).
@@ -79,6 +80,7 @@ class Run:
     metrics: dict[str, float | None]
     accuracy_curve: list[float]
     asr_curve: list[float | None]
+    task: str = ""  # what FedAvg's clean accuracy depends on (see task_key)
 
 
 @dataclass
@@ -313,7 +315,30 @@ def load_run(results_path: Path) -> Run | None:
         metrics=metrics,
         accuracy_curve=[float(r["accuracy"]) for r in rounds],
         asr_curve=asr_curve,
+        task=task_key(config, train_samples),
     )
+
+
+def task_key(config: dict[str, Any], train_samples: int | None) -> str:
+    """The learning task without the attack and defence: data, split, clients,
+    model and training. Runs with the same key share FedAvg's clean accuracy
+    (``mnist_20``, ``mnist_20_scaling`` and ``mnist_20_noattack`` do)."""
+    partition = config.get("partition") or {}
+    client = config.get("client") or {}
+    parts = [
+        (config.get("dataset") or {}).get("name"),
+        train_samples,
+        partition.get("name"),
+        partition.get("alpha") if partition.get("name") == "dirichlet" else None,
+        config.get("num_clients"),
+        config.get("clients_per_round"),
+        config.get("num_rounds"),
+        (config.get("model") or {}).get("name"),
+        client.get("epochs"),
+        client.get("lr"),
+        client.get("batch_size"),
+    ]
+    return "/".join(str(p) for p in parts)
 
 
 def find_runs(root: Path) -> tuple[list[Run], list[Path]]:
@@ -381,19 +406,20 @@ def summarise(runs: list[Run]) -> list[Row]:
             for metric in METRICS
         }
         rows.append(Row(setting, attack, defense, [r.seed for r in members], values))
-    clean = {
-        (setting, defense): statistics.fmean(
-            float(r.metrics["accuracy"]) for r in members
-        )
-        for (setting, attack, defense), members in cells.items()
-        if attack == "none" and defense == "none"
-    }
+    clean_runs: dict[str, list[float]] = {}
+    for run in runs:
+        if run.attack == "none" and run.defense == "none":
+            clean_runs.setdefault(run.task, []).append(float(run.metrics["accuracy"]))
+    clean = {task: statistics.fmean(accs) for task, accs in clean_runs.items()}
     for row in rows:
-        reference = clean.get((row.setting, "none"))
         members = cells[(row.setting, row.attack, row.defense)]
-        if reference is not None and row.values["max_asr_after_1"]:
-            judged = [r for r in members if r.metrics["max_asr_after_1"] is not None]
-            row.held = (sum(holds(r, reference) for r in judged), len(judged))
+        judged = [
+            r
+            for r in members
+            if r.metrics["max_asr_after_1"] is not None and r.task in clean
+        ]
+        if judged:
+            row.held = (sum(holds(r, clean[r.task]) for r in judged), len(judged))
     rows.sort(key=lambda r: (r.setting, r.attack, _defense_rank(r.defense)))
     return rows
 
@@ -605,8 +631,9 @@ def caption(runs: list[Run]) -> str:
         "t, n - 1 degrees of freedom; the mean alone with one seed). Holds: in how "
         f"many seeds the defence held: max ASR after round 1 <= {HOLD_ASR:g} at a "
         f"final clean accuracy at most {HOLD_ACCURACY_DROP:g} below FedAvg's "
-        "without attack in the same setting (`attack=none defense=none`; – "
-        "without that run); the other seeds are its failure rate. "
+        "without attack on the same data, split, clients and training (the mean "
+        "of the `attack=none defense=none` runs; – without them); the other "
+        "seeds are its failure rate. "
         "Final = after the last round. ASR: share of "
         "triggered test images whose true class is not the target that the global "
         "model assigns to the target (a clean model scores near 0); – where the "

@@ -190,6 +190,7 @@ def test_holds_counts_seeds_that_keep_the_backdoor_out_at_fedavgs_accuracy(tmp_p
         fake_run(
             root,
             f"c{seed}",
+            name="mnist_20_noattack",  # same task as mnist_20: its reference
             defense="none",
             attack="none",
             seed=seed,
