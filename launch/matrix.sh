@@ -10,7 +10,15 @@
 # _reference, _continuous that can run one at a time in any order (two at once on
 # 2 cores is slower than one after the other: each job ~2.4x longer).
 # Each chunk writes its own sweep folder under multirun/ (MATRIX_DIR), so a chunk that
-# fails loses only its own jobs; `report` reads whatever finished. Set FEDLIGHT_DATA
+# fails loses only its own jobs; `report` reads whatever finished.
+#
+# The defence zoo (docs/results/zoo/, issue 15): every defence in the paper's four
+# settings and the harder ones, seeds 0-2, on the full datasets. One job is ~6-7 min on
+# 2 cores, so the zoo is ~63 h: chunks zoo_clean (FedAvg without attack, the clean
+# reference of "holds"; 18 jobs), zoo_mnist_20, zoo_fmnist_20, zoo_mnist_30,
+# zoo_fmnist_30 (63 jobs each), zoo_harder_<experiment> (63 each). Their job folders are
+# named by their overrides, so a chunk rerun with more defences or seeds resumes
+# instead of renumbering; `bash launch/matrix.sh zoo_report` tables whatever finished. Set FEDLIGHT_DATA
 # to the folder holding mnist/ and fashion-mnist/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -84,6 +92,38 @@ ablation() {
     ablation_fingerprint
     ablation_reference
     ablation_continuous
+}
+# The zoo, in report order. Seeds outermost, so a stopped chunk has whole seeds.
+ZOO=none,fedavg_cap,normclip,dp_fixed,dp_adaptive,crfl,centered_clipping,rlr,krum
+ZOO+=,multikrum,foolsgold,bulyan,dnc,median,fldetector,trimmed_mean,flame,rfa
+ZOO+=,deepsight,feddefender,feddefender_robust
+ZOO_SEEDS=${ZOO_SEEDS:-0,1,2}
+NAMED=('hydra.sweep.subdir=${hydra.job.override_dirname}'
+    'hydra.job.config.override_dirname.exclude_keys=[wandb.mode,skip_finished]')
+zoo() {  # zoo EXPERIMENT [ARGS...]: every defence of the zoo in one setting
+    local experiment=$1
+    shift
+    run "zoo/$experiment" "seed=$ZOO_SEEDS" "+experiment=$experiment" \
+        "defense=${ZOO_DEFENSES:-$ZOO}" "${NAMED[@]}" "$@"
+}
+zoo_clean() {  # FedAvg without attack on every task of the zoo (the "holds" reference)
+    run zoo/clean "seed=$ZOO_SEEDS" \
+        '+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30,mnist_20_dirichlet05' \
+        attack=none defense=none "${NAMED[@]}"
+    run zoo/clean "seed=$ZOO_SEEDS" '+experiment=fmnist_30_3attackers' \
+        attack=none defense=none "${NAMED[@]}"
+}
+zoo_mnist_20() { zoo mnist_20; }
+zoo_mnist_30() { zoo mnist_30; }
+zoo_fmnist_20() { zoo fmnist_20; }
+zoo_fmnist_30() { zoo fmnist_30; }
+zoo_harder_fmnist_30_3attackers() { zoo fmnist_30_3attackers; }
+zoo_harder_mnist_20_dirichlet05() { zoo mnist_20_dirichlet05; }
+zoo_harder_mnist_20_dirichlet05_3attackers() { zoo mnist_20_dirichlet05_3attackers; }
+zoo_harder_mnist_20_scaling() { zoo mnist_20_scaling; }
+zoo_harder_mnist_20_dba() { zoo mnist_20_dba; }
+zoo_report() {
+    python -m fedlight.report "$DIR/zoo" --out docs/results/zoo --target 'max_asr_after_1<=0.05'
 }
 # The robust FedDefender's done-means (issue 9), marked in each table's overview.
 TARGETS=(--target 'max_asr_after_1<=0.05' --target 'recall>=0.95'
