@@ -81,6 +81,7 @@ class Run:
     accuracy_curve: list[float]
     asr_curve: list[float | None]
     task: str = ""  # what FedAvg's clean accuracy depends on (see task_key)
+    commit: str | None = None  # the code that ran (results.json's "code")
 
 
 @dataclass
@@ -316,7 +317,15 @@ def load_run(results_path: Path) -> Run | None:
         accuracy_curve=[float(r["accuracy"]) for r in rounds],
         asr_curve=asr_curve,
         task=task_key(config, train_samples),
+        commit=_commit(results.get("code")),
     )
+
+
+def _commit(code: dict[str, Any] | None) -> str | None:
+    """A short commit, marked ``+changes`` when the checkout had edits."""
+    if not code or not code.get("commit"):
+        return None
+    return code["commit"][:7] + ("+changes" if code.get("dirty") else "")
 
 
 def task_key(config: dict[str, Any], train_samples: int | None) -> str:
@@ -645,6 +654,15 @@ def caption(runs: list[Run]) -> str:
         "time per round; wall time: the whole run, Ray start-up included (both "
         "depend on what else the machine was running).",
     ]
+    commits: dict[str, int] = {}
+    for run in runs:
+        key = run.commit or "not recorded"
+        commits[key] = commits.get(key, 0) + 1
+    lines.append(
+        "Code: "
+        + ", ".join(f"`{c}` ({n} runs)" for c, n in sorted(commits.items()))
+        + "."
+    )
     capped = sorted(
         {(r.experiment, r.dataset, r.train_samples) for r in runs if r.train_samples}
     )

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,6 +235,31 @@ def prepare_experiment(cfg: DictConfig) -> Experiment:
     return Experiment(data=data, partitions=partitions, attack=attack)
 
 
+def code_version() -> dict[str, Any] | None:
+    """The git commit of the fedlight checkout that ran, and whether its tracked
+    files differed from it (results name the code they came from); None outside
+    a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "dirty": bool(status)}
+
+
 def finished_results(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any] | None:
     """With ``skip_finished``, the results of this very config already finished in
     ``out_dir`` (a sweep rerun into the same folder resumes instead of redoing).
@@ -370,6 +396,7 @@ def finish_run(
         "rounds": [r.to_dict() for r in plan.rounds],
         "final": {"accuracy": last.accuracy, "loss": last.loss, "asr": last.asr},
         "seconds": time.perf_counter() - started,
+        "code": code_version(),
     }
     write_json(out_dir / "results.json", results)
     plot = plot_rounds(

@@ -56,6 +56,11 @@ def test_cli_smoke_run_writes_results_plot_config_and_wandb(
         assert r["seconds"] > 0 and set(r["clients"]) == {"0", "1", "2", "3"}
     assert results["final"]["accuracy"] == results["rounds"][-1]["accuracy"]
     assert results["final"]["asr"] == results["rounds"][-1]["asr"]
+    # The results name the code that made them: this checkout's commit.
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert results["code"]["commit"] == head
     assert (run_dir / "iid-convnet-mnist.png").stat().st_size > 1000
     assert "num_clients: 4" in (run_dir / "config.yaml").read_text()
     assert (run_dir / ".hydra" / "config.yaml").exists()

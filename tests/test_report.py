@@ -33,6 +33,7 @@ def fake_run(
     defense_params: dict | None = None,
     max_attackers: int = 1,
     legacy: bool = False,
+    commit: str | None = None,
 ) -> Path:
     """A run directory as ``fedlight.run -m`` leaves it (without the plots).
 
@@ -84,6 +85,8 @@ def fake_run(
                 r.participants = ["0", "1"]
                 r.clients = {"0": share, "1": share}
         results = {"rounds": [r.to_dict() for r in rounds], "seconds": 10.0 + seed}
+        if commit:
+            results["code"] = {"commit": commit, "dirty": False}
         (run / "results.json").write_text(json.dumps(results))
     return run
 
@@ -219,6 +222,23 @@ def test_holds_counts_seeds_that_keep_the_backdoor_out_at_fedavgs_accuracy(tmp_p
     with (tmp_path / "out" / "table.csv").open() as f:
         line = [r for r in csv.DictReader(f) if r["defense"] == "krum"][0]
     assert (line["held"], line["judged"]) == ("1", "3")
+
+
+def test_the_caption_names_the_code_each_run_came_from(tmp_path):
+    root = tmp_path / "sweep"
+    fake_run(
+        root,
+        "0",
+        defense="none",
+        seed=0,
+        accuracy=[0.9],
+        asr=[0.1],
+        commit="0123456789abcdef",
+    )
+    fake_run(root, "1", defense="none", seed=1, accuracy=[0.9], asr=[0.1])
+    report(root, tmp_path / "out")
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "Code: `0123456` (1 runs), `not recorded` (1 runs)." in table
 
 
 def test_cli_without_runs_fails_in_one_line(tmp_path, capsys):
