@@ -63,8 +63,11 @@ def resolve_bundle(data: Any) -> dict[str, Any]:
     return _bundle_cache[key]
 
 
-def client_data(spec: ClientSpec, client_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The client's partition, poisoned if the attack names this client.
+def client_data(
+    spec: ClientSpec, client_id: int, poisoned: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The client's partition, poisoned if the attack names this client (and
+    ``poisoned``: an attacker outside its scheduled rounds trains on clean data).
 
     Poisoning is seeded by (seed, client) only, so an attacker poisons the same
     samples every round, as a data-poisoning attacker with a fixed dataset does.
@@ -73,6 +76,8 @@ def client_data(spec: ClientSpec, client_id: int) -> tuple[torch.Tensor, torch.T
     idx = bundle["partitions"][client_id]
     x = torch.from_numpy(np.ascontiguousarray(bundle["train_x"][idx]))
     y = torch.from_numpy(np.ascontiguousarray(bundle["train_y"][idx]))
+    if not poisoned:
+        return x, y
     generator = torch.Generator().manual_seed(
         derive_seed(spec.seed, "poison", client_id)
     )
@@ -94,11 +99,18 @@ def quiet_lightning() -> None:
 
 
 def fit_client(
-    spec: ClientSpec, client_id: int, state: dict[str, torch.Tensor], server_round: int
+    spec: ClientSpec,
+    client_id: int,
+    state: dict[str, torch.Tensor],
+    server_round: int,
+    memory: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Train the global ``state`` on the client's data with a quiet Lightning Trainer.
 
-    Returns the new state dict and the metrics the client reports.
+    Returns the new state dict and the metrics the client reports. An attacker
+    attacks only in its scheduled rounds (``attack.rounds``); in the others it
+    is a benign client. ``memory`` is the client's storage across rounds (the
+    attack's; updated in place).
     """
     import pytorch_lightning as pl
 
@@ -108,10 +120,18 @@ def fit_client(
         # NVML (through ctypes) whether CUDA is usable: ~4% of a CPU client's time.
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
     torch.set_num_threads(max(1, spec.num_threads))
-    x, y = client_data(spec, client_id)
+    attack = spec.attack
+    active = attack.is_active(client_id, server_round)
+    x, y = client_data(spec, client_id, poisoned=active)
     model = build_model(spec.model, spec.num_classes, spec.in_channels)
     model.load_state_dict(state)
-    module = Classifier(model, lr=spec.lr, optimizer=spec.optimizer)
+    memory = {} if memory is None else memory
+    hooks = (
+        attack.training_hooks(client_id, server_round, state, memory)
+        if active
+        else None
+    )
+    module = Classifier(model, lr=spec.lr, optimizer=spec.optimizer, hooks=hooks)
     generator = torch.Generator().manual_seed(
         derive_seed(spec.seed, "shuffle", client_id, server_round)
     )
@@ -132,10 +152,15 @@ def fit_client(
     metrics = module.train_metrics()
     metrics["fit-seconds"] = time.perf_counter() - start
     metrics["train-examples"] = float(len(y))
-    metrics["num-examples"] = spec.attack.reported_examples(client_id, len(y))
+    metrics["num-examples"] = (
+        attack.reported_examples(client_id, len(y)) if active else float(len(y))
+    )
     metrics["partition-id"] = float(client_id)
     new_state = {k: v.detach().cpu() for k, v in module.model.state_dict().items()}
-    new_state = spec.attack.tamper(client_id, state, new_state)
+    if active:
+        new_state = attack.tamper(client_id, state, new_state)
+    if attack.is_malicious(client_id):
+        attack.observe(client_id, server_round, state, memory)
     return new_state, metrics
 
 
@@ -168,7 +193,14 @@ def make_client_app(spec: ClientSpec) -> ClientApp:
         server_round = int(msg.content["config"]["server-round"])
         inject_faults(spec.faults, client_id, server_round)
         state = msg.content["arrays"].to_torch_state_dict()
-        new_state, metrics = fit_client(spec, client_id, state, server_round)
+        memory = (
+            context.state["attack"].to_torch_state_dict()
+            if "attack" in context.state
+            else {}
+        )
+        new_state, metrics = fit_client(spec, client_id, state, server_round, memory)
+        if memory:  # the attack's storage persists on this node across rounds
+            context.state["attack"] = ArrayRecord(memory)
         content = RecordDict(
             {"arrays": ArrayRecord(new_state), "metrics": MetricRecord(metrics)}
         )

@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fedlight.attacks import Attack
+from fedlight.attacks.base import TrainingHooks
 from fedlight.checks import build_defense
 from fedlight.client import client_data
 from fedlight.defenses.remote import run_job
@@ -61,12 +62,15 @@ def train_client(
     batch_size: int,
     optimizer: str,
     generator: torch.Generator,
+    hooks: TrainingHooks | None = None,
 ) -> tuple[State, dict[str, float]]:
     """Train ``state`` on (x, y) as a client's Lightning fit does, in a plain loop.
 
     Returns the new state and the fit's metrics; ``train-seconds`` is the time
-    inside the epoch loop only (the pure training time).
+    inside the epoch loop only (the pure training time). An attacker's
+    ``hooks`` run where the Lightning module runs them.
     """
+    hooks = hooks or TrainingHooks()
     model.load_state_dict(state)
     model.train()
     if optimizer == "sgd":
@@ -83,8 +87,15 @@ def train_client(
             opt.zero_grad(set_to_none=True)
             logits = model(xb)  # (batch, classes)
             loss = nn.functional.cross_entropy(logits, yb)
+            if hooks.extra_loss is not None:
+                loss = loss + hooks.extra_loss(model, xb, yb, logits)
             loss.backward()
+            if hooks.before_step is not None:
+                hooks.before_step(model)
             opt.step()
+            if hooks.after_step is not None:
+                with torch.no_grad():
+                    hooks.after_step(model)
             loss_sum += float(loss.detach()) * len(yb)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(yb)
@@ -134,19 +145,29 @@ def train_clients(
     attack: Attack,
     chosen: list[int],
     server_round: int,
-    cache: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    cache: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]],
+    memories: dict[int, State] | None = None,
 ) -> tuple[dict[str, State], dict[str, dict[str, float]]]:
     """One round of local training for ``chosen``, in partition order: each
     client's (tampered) state and fit metrics, keyed by its id as a string.
 
-    ``cache`` keeps each client's poisoned tensors across rounds.
+    ``cache`` keeps each client's (clean or poisoned) tensors across rounds;
+    ``memories`` each attacker's storage (Flower's node state in the real stack).
     """
+    memories = {} if memories is None else memories
     states: dict[str, State] = {}
     clients: dict[str, dict[str, float]] = {}
     for cid in chosen:
-        if cid not in cache:
-            cache[cid] = client_data(spec, cid)
-        x, y = cache[cid]
+        active = attack.is_active(cid, server_round)
+        if (cid, active) not in cache:
+            cache[(cid, active)] = client_data(spec, cid, poisoned=active)
+        x, y = cache[(cid, active)]
+        memory = memories.setdefault(cid, {})
+        hooks = (
+            attack.training_hooks(cid, server_round, global_state, memory)
+            if active
+            else None
+        )
         shuffle = torch.Generator().manual_seed(
             derive_seed(cfg.seed, "shuffle", cid, server_round)
         )
@@ -160,10 +181,15 @@ def train_clients(
             batch_size=cfg.client.batch_size,
             optimizer=cfg.client.optimizer,
             generator=shuffle,
+            hooks=hooks,
         )
-        states[str(cid)] = attack.tamper(cid, global_state, state)
+        states[str(cid)] = attack.tamper(cid, global_state, state) if active else state
+        if attack.is_malicious(cid):
+            attack.observe(cid, server_round, global_state, memory)
         metrics["train-examples"] = float(len(y))
-        metrics["num-examples"] = attack.reported_examples(cid, len(y))
+        metrics["num-examples"] = (
+            attack.reported_examples(cid, len(y)) if active else float(len(y))
+        )
         metrics["partition-id"] = float(cid)
         clients[str(cid)] = metrics
     return states, clients
@@ -215,7 +241,8 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
         defender = build_defense(cfg, context)
 
     spec = experiment.client_spec(cfg, experiment.bundle(), num_threads=1)
-    client_tensors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    client_tensors: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+    memories: dict[int, State] = {}
     model = build_model(cfg.model.name, data.num_classes, channels)
     rounds: list[RoundRecord] = []
     for server_round in range(1, cfg.num_rounds + 1):
@@ -224,7 +251,15 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
             cfg.seed, server_round, cfg.num_clients, cfg.clients_per_round
         )
         states, clients = train_clients(
-            cfg, spec, model, global_state, attack, chosen, server_round, client_tensors
+            cfg,
+            spec,
+            model,
+            global_state,
+            attack,
+            chosen,
+            server_round,
+            client_tensors,
+            memories,
         )
         train_seconds = time.perf_counter() - start
 

@@ -11,10 +11,13 @@ of the clients it names. A new attack is one module: a subclass registered with
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from fedlight.params import Params, RunFacts, fail, param
 from fedlight.registry import Registry
@@ -22,6 +25,46 @@ from fedlight.registry import Registry
 log = logging.getLogger("fedlight")
 
 ATTACKS = Registry("attack", "fedlight.attacks")
+
+State = dict[str, torch.Tensor]
+_ROUNDS = re.compile(r"\s*(\d*)\s*(?::\s*(\d*)\s*(?::\s*(\d*)\s*)?)?")
+
+
+def parse_rounds(text: str) -> tuple[int, int | None, int]:
+    """``start:stop:every`` (1-based, stop inclusive) as numbers; a ValueError
+    for anything else. ``"1:"`` every round, ``"5:"`` from round 5 (a late
+    joiner), ``"1:10"`` rounds 1-10, ``"1::3"`` one round in three, ``"4"``
+    round 4 only."""
+    match = _ROUNDS.fullmatch(str(text))
+    if not match or not any(match.groups()):
+        raise ValueError(text)
+    start_s, stop_s, every_s = match.groups()
+    start = int(start_s) if start_s else 1
+    if ":" not in str(text):
+        stop, every = start, 1
+    else:
+        stop = int(stop_s) if stop_s else None
+        every = int(every_s) if every_s else 1
+    if start < 1 or every < 1 or (stop is not None and stop < start):
+        raise ValueError(text)
+    return start, stop, every
+
+
+@dataclass
+class TrainingHooks:
+    """What an attacker changes in its own local training (model poisoning).
+
+    ``extra_loss(model, x, y, logits)`` is added to the batch's cross-entropy
+    (constrain-and-scale's anomaly term, a white-box evasion term);
+    ``before_step(model)`` runs after ``backward`` and before the optimiser
+    step (Neurotoxin's gradient mask); ``after_step(model)`` after the step
+    (PGD's projection onto a ball around the global model). The Lightning
+    client and the plain reference loop call them at the same points.
+    """
+
+    extra_loss: Callable[..., torch.Tensor] | None = None
+    before_step: Callable[[nn.Module], None] | None = None
+    after_step: Callable[[nn.Module], None] | None = None
 
 
 @dataclass
@@ -52,6 +95,11 @@ class Attack(Params):
     scale: float = param(
         1.0, low=0.0, low_open=True, doc="model replacement: global + scale * update"
     )
+    rounds: str = param(
+        "1:",
+        doc="rounds the attackers attack, start:stop:every (1-based, stop "
+        "inclusive): 1: always, 5: from round 5, 1:10 until 10, 1::3 one in three",
+    )
 
     target_label: ClassVar[int | None] = None
     plugin_name: ClassVar[str] = "none"
@@ -71,6 +119,16 @@ class Attack(Params):
         self.malicious_clients = sorted(int(c) for c in self.malicious_clients)
 
     def check(self, facts: RunFacts, key: str, owner: str) -> None:
+        try:
+            parse_rounds(self.rounds)
+        except ValueError:
+            fail(
+                f"{key}.rounds",
+                self.rounds,
+                "start:stop:every with 1 <= start <= stop and every >= 1, parts "
+                "optional (1: every round, 5: from round 5, 1::3 one in three)",
+                owner,
+            )
         # num_malicious first: it has already replaced malicious_clients, so a
         # too-large N must be reported under the key the user set.
         if self.num_malicious is not None and self.num_malicious > facts.num_clients:
@@ -100,6 +158,43 @@ class Attack(Params):
 
     def is_malicious(self, client_id: int) -> bool:
         return client_id in self.malicious_clients
+
+    def attacks_in(self, server_round: int) -> bool:
+        """Whether ``server_round`` is one of the rounds the attackers attack."""
+        start, stop, every = parse_rounds(self.rounds)
+        return (
+            server_round >= start
+            and (stop is None or server_round <= stop)
+            and (server_round - start) % every == 0
+        )
+
+    def last_round(self) -> int | None:
+        """The last round the schedule attacks in; None: to the end of the run."""
+        start, stop, every = parse_rounds(self.rounds)
+        if stop is None:
+            return None
+        return start + (stop - start) // every * every
+
+    def is_active(self, client_id: int, server_round: int) -> bool:
+        """Whether ``client_id`` attacks in ``server_round``; in other rounds a
+        malicious client trains and reports exactly as a benign one."""
+        return self.is_malicious(client_id) and self.attacks_in(server_round)
+
+    def training_hooks(
+        self, client_id: int, server_round: int, global_state: State, memory: State
+    ) -> TrainingHooks | None:
+        """How an active attacker changes its local training; None: it does not.
+
+        ``memory`` is the client's own storage across rounds (tensors; kept in
+        Flower's per-node context state), e.g. the last global model it saw.
+        """
+        return None
+
+    def observe(
+        self, client_id: int, server_round: int, global_state: State, memory: State
+    ) -> None:
+        """Called after every fit of a malicious client, attacking or not: what
+        it wants to remember of this round goes into ``memory``."""
 
     def poison(
         self,

@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from fedlight.attacks.base import TrainingHooks
+
 
 class TensorBatches:
     """Shuffled mini-batches over in-memory tensors.
@@ -62,11 +64,18 @@ class Classifier(pl.LightningModule):
     :meth:`train_metrics` after ``fit``.
     """
 
-    def __init__(self, model: nn.Module, lr: float = 1e-3, optimizer: str = "adam"):
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        hooks: TrainingHooks | None = None,
+    ):
         super().__init__()
         self.model = model
         self.lr = lr
         self.optimizer_name = optimizer
+        self.hooks = hooks or TrainingHooks()  # an attacker's changes to training
         self.reset_metrics()
 
     def reset_metrics(self) -> None:
@@ -82,7 +91,14 @@ class Classifier(pl.LightningModule):
     def on_train_batch_end(
         self, outputs: object, batch: object, batch_idx: int
     ) -> None:
+        if self.hooks.after_step is not None:
+            with torch.no_grad():
+                self.hooks.after_step(self.model)
         self.train_seconds += time.perf_counter() - self._batch_start
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.hooks.before_step is not None:
+            self.hooks.before_step(self.model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -93,6 +109,8 @@ class Classifier(pl.LightningModule):
         x, y = batch
         logits = self.model(x)
         loss = nn.functional.cross_entropy(logits, y)
+        if self.hooks.extra_loss is not None:
+            loss = loss + self.hooks.extra_loss(self.model, x, y, logits)
         with torch.no_grad():
             self._loss_sum = self._loss_sum.to(loss.device) + loss.detach() * len(y)
             correct = (logits.argmax(1) == y).sum()
