@@ -21,6 +21,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedlight.attacks import Attack
+from fedlight.attacks.base import MEASUREMENT_KEY
 from fedlight.models import build_model
 from fedlight.models.module import Classifier, TensorBatches
 from fedlight.seeding import derive_seed
@@ -204,6 +205,11 @@ def make_client_app(spec: ClientSpec) -> ClientApp:
         content = RecordDict(
             {"arrays": ArrayRecord(new_state), "metrics": MetricRecord(metrics)}
         )
+        trigger = (
+            spec.attack.published(memory) if spec.attack.is_malicious(client_id) else {}
+        )
+        if trigger:  # for the ASR only: the server removes it before any defence
+            content[MEASUREMENT_KEY] = ArrayRecord(trigger)
         return Message(content=content, reply_to=msg)
 
     @app.query()

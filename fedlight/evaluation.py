@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+State = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -27,6 +30,9 @@ class Evaluator:
     asr_y: torch.Tensor | None = None
     batch_size: int = 1024
     device: str = "cpu"
+    # Rebuilds (asr_x, asr_y) from an attacker's published trigger, for attacks
+    # whose trigger changes over the rounds (Attack.published).
+    asr_from: Callable[[State], tuple[torch.Tensor, torch.Tensor] | None] | None = None
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -44,7 +50,14 @@ class Evaluator:
         n = max(len(y), 1)
         return correct / n, loss_sum / n
 
-    def __call__(self, state: dict[str, torch.Tensor]) -> dict[str, float | None]:
+    def __call__(
+        self, state: dict[str, torch.Tensor], published: State | None = None
+    ) -> dict[str, float | None]:
+        """Metrics of ``state``; with ``published``, the ASR of that trigger."""
+        if published and self.asr_from is not None:
+            made = self.asr_from(published)
+            if made is not None:
+                self.asr_x, self.asr_y = made
         self.model.load_state_dict(state)
         accuracy, loss = self._predict(self.test_x, self.test_y)
         asr = None

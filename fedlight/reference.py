@@ -243,6 +243,7 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
     spec = experiment.client_spec(cfg, experiment.bundle(), num_threads=1)
     client_tensors: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
     memories: dict[int, State] = {}
+    published: State | None = None
     model = build_model(cfg.model.name, data.num_classes, channels)
     rounds: list[RoundRecord] = []
     for server_round in range(1, cfg.num_rounds + 1):
@@ -290,8 +291,15 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
             )
         shares = normalised(weights)
 
+        for cid in chosen:  # the first attacker's trigger, as the server takes it
+            trigger = (
+                attack.published(memories.get(cid, {})) if str(cid) in malicious else {}
+            )
+            if trigger:
+                published = trigger
+                break
         eval_start = time.perf_counter()
-        metrics = evaluator(global_state)
+        metrics = evaluator(global_state, published)
         eval_seconds = time.perf_counter() - eval_start
         participants = [str(c) for c in chosen]
         if confidence is not None or rejected:

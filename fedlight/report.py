@@ -38,6 +38,8 @@ from typing import Any
 import yaml
 from scipy.stats import t as student_t
 
+from fedlight.attacks.base import parse_rounds
+
 log = logging.getLogger("fedlight")
 
 METRICS = (
@@ -45,6 +47,7 @@ METRICS = (
     "asr",
     "max_asr",
     "max_asr_after_1",
+    "asr_after_stop",
     "precision",
     "recall",
     "fpr",
@@ -57,6 +60,7 @@ HEADERS = {
     "asr": "final ASR",
     "max_asr": "max ASR",
     "max_asr_after_1": "max ASR r≥2",
+    "asr_after_stop": "ASR after stop",
     "precision": "precision",
     "recall": "recall",
     "fpr": "FPR",
@@ -286,6 +290,7 @@ def load_run(results_path: Path) -> Run | None:
         "max_asr_after_1": max(
             (a for a in asr_curve[1:] if a is not None), default=None
         ),
+        "asr_after_stop": asr_after_stop(asr_curve, config),
         "precision": _mean_defined(r.get("precision") for r in rounds),
         "recall": _mean_defined(r.get("recall") for r in rounds),
         "fpr": _mean_defined(r.get("fpr") for r in rounds),
@@ -348,6 +353,24 @@ def task_key(config: dict[str, Any], train_samples: int | None) -> str:
         client.get("batch_size"),
     ]
     return "/".join(str(p) for p in parts)
+
+
+def asr_after_stop(
+    asr_curve: list[float | None], config: dict[str, Any]
+) -> float | None:
+    """Durability: the mean ASR over the rounds after the attackers' last
+    scheduled round (``attack.rounds``); None if they attacked until the end."""
+    text = (config.get("attack") or {}).get("rounds")
+    if not text:
+        return None
+    try:
+        start, stop, every = parse_rounds(text)
+    except ValueError:
+        return None
+    if stop is None:
+        return None
+    last = start + (stop - start) // every * every
+    return _mean_defined(asr_curve[last:])
 
 
 def find_runs(root: Path) -> tuple[list[Run], list[Path]]:

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedlight.aggregation import fedavg
+from fedlight.attacks.base import MEASUREMENT_KEY
 from fedlight.checkpoint import save_checkpoint
 from fedlight.defenses.base import (
     WEIGHT_KEY,
@@ -69,6 +71,8 @@ class ServerPlan:
     # Seconds between polls for replies (see send_and_receive); a deployment
     # polls a SuperLink over the network and sets a longer one.
     poll_s: float = 0.01
+    # An attacker's latest published trigger (Attack.published), for the ASR.
+    published: dict[str, torch.Tensor] | None = None
 
 
 class RoundFailed(RuntimeError):
@@ -164,6 +168,26 @@ def collect_replies(
     return sorted(good, key=lambda r: owner[r.metadata.src_node_id]), failures
 
 
+def take_measurements(
+    replies: list[Message], owner: dict[int, int], malicious: list[str]
+) -> dict[str, torch.Tensor] | None:
+    """Remove every reply's measurement record (an attacker's published trigger)
+    before a defence sees the replies; return the first malicious client's.
+
+    Like the attacker ids, it is used for metrics only: a real server would
+    never receive it, so no defence may read it.
+    """
+    found = None
+    for reply in replies:
+        if MEASUREMENT_KEY not in reply.content:
+            continue
+        record = reply.content[MEASUREMENT_KEY]
+        del reply.content[MEASUREMENT_KEY]
+        if found is None and str(owner[reply.metadata.src_node_id]) in malicious:
+            found = record.to_torch_state_dict()
+    return found
+
+
 def run_rounds(grid: Grid, plan: ServerPlan) -> None:
     """Run the plan's remaining rounds, one record each in ``plan.rounds``.
 
@@ -228,6 +252,7 @@ def run_round(
             f"simulation.min_replies={plan.min_replies} needs {needed}"
         )
     train_seconds = time.perf_counter() - start
+    published = take_measurements(replies, owner, plan.malicious)
     updates = [
         ClientUpdate(
             cid=str(owner[r.metadata.src_node_id]),
@@ -258,7 +283,9 @@ def run_round(
         if new_arrays is not None:
             arrays = cast_like(new_arrays, {k: v.dtype for k, v in reference.items()})
     eval_start = time.perf_counter()
-    metrics = plan.evaluator(arrays.to_torch_state_dict())
+    if published:
+        plan.published = published  # the newest trigger stays until replaced
+    metrics = plan.evaluator(arrays.to_torch_state_dict(), plan.published)
     eval_seconds = time.perf_counter() - eval_start
     participants = [str(c) for c in chosen]
     scores = verdict.scores if verdict else None

@@ -167,6 +167,7 @@ class Experiment:
         data = self.data
         test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
         asr = self.attack.asr_set(test_x, test_y, data.pixel_max())
+        attack, pixel_max = self.attack, data.pixel_max()
         return Evaluator(
             build_model(cfg.model.name, data.num_classes, data.input_shape[0]),
             test_x,
@@ -175,6 +176,7 @@ class Experiment:
             asr_y=asr[1] if asr else None,
             batch_size=cfg.eval.batch_size,
             device=cfg.device,
+            asr_from=lambda trigger: attack.asr_set(test_x, test_y, pixel_max, trigger),
         )
 
     def defense_context(self, cfg: DictConfig) -> DefenseContext:

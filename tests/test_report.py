@@ -183,7 +183,7 @@ def test_subsampled_and_no_attack_settings_are_separate_and_captioned(tmp_path):
     }
     table = (tmp_path / "out" / "table.md").read_text()
     assert "1000-image subset of mnist" in table
-    assert "| krum | 1 | – | 0.900 | – | – | – | – | 1.000 | 0.250 | – |" in table
+    assert "| krum | 1 | – | 0.900 | – | – | – | – | – | 1.000 | 0.250 | – |" in table
 
 
 def test_holds_counts_seeds_that_keep_the_backdoor_out_at_fedavgs_accuracy(tmp_path):
@@ -222,6 +222,19 @@ def test_holds_counts_seeds_that_keep_the_backdoor_out_at_fedavgs_accuracy(tmp_p
     with (tmp_path / "out" / "table.csv").open() as f:
         line = [r for r in csv.DictReader(f) if r["defense"] == "krum"][0]
     assert (line["held"], line["judged"]) == ("1", "3")
+
+
+def test_asr_after_stop_is_the_mean_asr_after_the_last_attacked_round():
+    from fedlight.report import asr_after_stop
+
+    curve = [0.9, 0.8, 0.7, 0.5, 0.1]
+    assert asr_after_stop(curve, {"attack": {"rounds": "1:3"}}) == pytest.approx(0.3)
+    # 1:4:2 attacks in rounds 1 and 3: durability is measured from round 4.
+    assert asr_after_stop(curve, {"attack": {"rounds": "1:4:2"}}) == pytest.approx(
+        0.3
+    )
+    assert asr_after_stop(curve, {"attack": {"rounds": "1:"}}) is None
+    assert asr_after_stop(curve, {"attack": {}}) is None
 
 
 def test_the_caption_names_the_code_each_run_came_from(tmp_path):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedlight.attacks.base import ATTACKS, Attack
+from fedlight.attacks.base import ATTACKS, Attack, State
 from fedlight.params import RunFacts, fail, param
 
 
@@ -96,7 +96,11 @@ class TriggerAttack(Attack):
         )
 
     def asr_set(
-        self, x: torch.Tensor, y: torch.Tensor, pixel_max: float
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        pixel_max: float,
+        published: State | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Triggered test images whose true class is not the target."""
         keep = y != self.target_label

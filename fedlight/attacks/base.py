@@ -27,6 +27,8 @@ log = logging.getLogger("fedlight")
 ATTACKS = Registry("attack", "fedlight.attacks")
 
 State = dict[str, torch.Tensor]
+# The reply record that carries an attacker's published trigger (measurement only).
+MEASUREMENT_KEY = "attack-measurement"
 _ROUNDS = re.compile(r"\s*(\d*)\s*(?::\s*(\d*)\s*(?::\s*(\d*)\s*)?)?")
 
 
@@ -196,6 +198,17 @@ class Attack(Params):
         """Called after every fit of a malicious client, attacking or not: what
         it wants to remember of this round goes into ``memory``."""
 
+    def published(self, memory: State) -> State:
+        """The attacker's current trigger, for measuring the ASR only.
+
+        An attack whose trigger changes over the rounds (A3FL optimises it)
+        returns it here; the client sends it beside its update under
+        :data:`MEASUREMENT_KEY`, and the server takes it out before any
+        defence sees the reply (as it uses the attacker ids only for metrics).
+        Fixed-trigger attacks publish nothing.
+        """
+        return {}
+
     def poison(
         self,
         client_id: int,
@@ -228,11 +241,17 @@ class Attack(Params):
         return scale_update(global_state, state, self.scale)
 
     def asr_set(
-        self, x: torch.Tensor, y: torch.Tensor, pixel_max: float
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        pixel_max: float,
+        published: State | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Inputs and attacker-wanted labels for the attack success rate.
 
         None when the attack has no success criterion (no attack, label flip).
+        ``published``: the attacker's latest trigger (:meth:`published`), for
+        attacks whose trigger changes.
         """
         return None
 
