@@ -122,6 +122,7 @@ zoo_harder_mnist_20_dirichlet05() { zoo mnist_20_dirichlet05; }
 zoo_harder_mnist_20_dirichlet05_3attackers() { zoo mnist_20_dirichlet05_3attackers; }
 zoo_harder_mnist_20_scaling() { zoo mnist_20_scaling; }
 zoo_harder_mnist_20_dba() { zoo mnist_20_dba; }
+zoo_noattack() { zoo mnist_20_noattack; }  # false positives of every defence
 zoo_report() {
     python -m fedlight.report "$DIR/zoo" --out docs/results/zoo --target 'max_asr_after_1<=0.05'
 }
