@@ -85,6 +85,30 @@ def client_data(
     return spec.attack.poison(client_id, x, y, bundle["pixel_max"], generator)
 
 
+def prepare_data(
+    spec: ClientSpec,
+    client_id: int,
+    server_round: int,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    memory: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An active attacker's data for this round (:meth:`Attack.prepare`).
+
+    ``model`` holds the global weights; the attack's random stream is seeded by
+    (seed, client, round). The Lightning client and the reference loop both call
+    this, between poisoning and the training hooks.
+    """
+    generator = torch.Generator().manual_seed(
+        derive_seed(spec.seed, "prepare", client_id, server_round)
+    )
+    pixel_max = resolve_bundle(spec.data)["pixel_max"]
+    return spec.attack.prepare(
+        client_id, server_round, model, x, y, pixel_max, memory, generator
+    )
+
+
 def quiet_lightning() -> None:
     """Silence Lightning's per-fit banners and known deprecation noise."""
     for name in _QUIET_LOGGERS:
@@ -127,6 +151,8 @@ def fit_client(
     model = build_model(spec.model, spec.num_classes, spec.in_channels)
     model.load_state_dict(state)
     memory = {} if memory is None else memory
+    if active:
+        x, y = prepare_data(spec, client_id, server_round, model, x, y, memory)
     hooks = (
         attack.training_hooks(client_id, server_round, state, memory)
         if active

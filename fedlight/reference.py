@@ -34,7 +34,7 @@ from torch import nn
 from fedlight.attacks import Attack
 from fedlight.attacks.base import TrainingHooks
 from fedlight.checks import build_defense
-from fedlight.client import client_data
+from fedlight.client import client_data, prepare_data
 from fedlight.defenses.remote import run_job
 from fedlight.evaluation import detection_metrics
 from fedlight.models import build_model
@@ -151,8 +151,10 @@ def train_clients(
     """One round of local training for ``chosen``, in partition order: each
     client's (tampered) state and fit metrics, keyed by its id as a string.
 
-    ``cache`` keeps each client's (clean or poisoned) tensors across rounds;
-    ``memories`` each attacker's storage (Flower's node state in the real stack).
+    ``cache`` keeps each client's (clean or poisoned) tensors across rounds; an
+    active attacker's :meth:`Attack.prepare` then makes this round's data from
+    them. ``memories`` is each attacker's storage (Flower's node state in the
+    real stack).
     """
     memories = {} if memories is None else memories
     states: dict[str, State] = {}
@@ -163,6 +165,9 @@ def train_clients(
             cache[(cid, active)] = client_data(spec, cid, poisoned=active)
         x, y = cache[(cid, active)]
         memory = memories.setdefault(cid, {})
+        if active:
+            model.load_state_dict(global_state)
+            x, y = prepare_data(spec, cid, server_round, model, x, y, memory)
         hooks = (
             attack.training_hooks(cid, server_round, global_state, memory)
             if active

@@ -182,6 +182,30 @@ class Attack(Params):
         malicious client trains and reports exactly as a benign one."""
         return self.is_malicious(client_id) and self.attacks_in(server_round)
 
+    def prepare(
+        self,
+        client_id: int,
+        server_round: int,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        pixel_max: float,
+        memory: State,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The data an active attacker trains on this round; default unchanged.
+
+        Runs in every active round after :meth:`poison` (whose result may be
+        cached across rounds) and before :meth:`training_hooks`, for poisoning
+        that depends on the global model or on a trigger that changes over the
+        rounds (A3FL optimises its trigger here). ``model`` holds the global
+        weights and is the model about to be trained: work on a copy, never
+        change it. ``x, y`` are what :meth:`poison` returned (do not modify them
+        in place); ``memory`` is as in :meth:`training_hooks`; ``generator`` is
+        seeded by (seed, client, round).
+        """
+        return x, y
+
     def training_hooks(
         self, client_id: int, server_round: int, global_state: State, memory: State
     ) -> TrainingHooks | None:

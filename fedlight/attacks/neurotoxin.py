@@ -98,6 +98,48 @@ def remembered_global(memory: State) -> State:
     }
 
 
+def remember_global(global_state: State, memory: State) -> None:
+    """Store the float arrays of ``global_state`` in ``memory``."""
+    for k, v in global_state.items():
+        if v.is_floating_point():
+            memory[MEMORY_PREFIX + k] = v.detach().cpu().clone()
+
+
+def masked_training(
+    global_state: State, memory: State, mask_ratio: float, eps: float | None
+) -> TrainingHooks:
+    """Neurotoxin's training: gradients zeroed on the ``mask_ratio`` parameter
+    coordinates the global model changed most since the remembered one (no
+    mask without one: the first round), and, with ``eps``, the model
+    projected onto the L2 ball around the global model after every step."""
+    previous = remembered_global(memory)
+    before_step = None
+    if previous and mask_ratio > 0:
+        current = {k: v.detach().clone() for k, v in global_state.items()}
+        masks: State = {}
+
+        def before_step(model: nn.Module) -> None:
+            if not masks:  # built once, over the model's parameters only
+                names = [n for n, _ in model.named_parameters() if n in previous]
+                change = {n: current[n].float() - previous[n].float() for n in names}
+                masks.update(neurotoxin_mask(change, mask_ratio))
+            for name, p in model.named_parameters():
+                if p.grad is not None and name in masks:
+                    if masks[name].device != p.grad.device:  # once
+                        masks[name] = masks[name].to(p.grad.device)
+                    p.grad.mul_(masks[name])
+
+    after_step = None
+    if eps is not None:
+        center = {k: v.detach().clone() for k, v in global_state.items()}
+        radius = float(eps)
+
+        def after_step(model: nn.Module) -> None:
+            project_to_ball(model, center, radius)
+
+    return TrainingHooks(before_step=before_step, after_step=after_step)
+
+
 @ATTACKS.register("neurotoxin", order=64, paper="Zhang et al., ICML 2022")
 @dataclass
 class Neurotoxin(Backdoor):
@@ -122,44 +164,10 @@ class Neurotoxin(Backdoor):
     def training_hooks(
         self, client_id: int, server_round: int, global_state: State, memory: State
     ) -> TrainingHooks:
-        previous = remembered_global(memory)
-        before_step = None
-        if previous:  # else the first round: no previous global, no mask
-            current = {k: v.detach().clone() for k, v in global_state.items()}
-            masks: State = {}
-
-            def before_step(model: nn.Module) -> None:
-                if not masks:  # built once, over the model's parameters only
-                    names = [n for n, p in model.named_parameters() if n in previous]
-                    masks.update(self.parameter_masks(current, previous, names))
-                for name, p in model.named_parameters():
-                    if p.grad is not None and name in masks:
-                        if masks[name].device != p.grad.device:  # once
-                            masks[name] = masks[name].to(p.grad.device)
-                        p.grad.mul_(masks[name])
-
-        after_step = None
-        if self.eps is not None:
-            center = {k: v.detach().clone() for k, v in global_state.items()}
-            eps = float(self.eps)
-
-            def after_step(model: nn.Module) -> None:
-                project_to_ball(model, center, eps)
-
-        return TrainingHooks(before_step=before_step, after_step=after_step)
-
-    def parameter_masks(
-        self, global_state: State, previous: State, names: list[str]
-    ) -> State:
-        """Keep masks for the parameters ``names`` from the change between the
-        remembered global model ``previous`` and this round's ``global_state``."""
-        change = {k: global_state[k].float() - previous[k].float() for k in names}
-        return neurotoxin_mask(change, self.mask_ratio)
+        return masked_training(global_state, memory, self.mask_ratio, self.eps)
 
     def observe(
         self, client_id: int, server_round: int, global_state: State, memory: State
     ) -> None:
         """Remember this round's global model for the next round's mask."""
-        for k, v in global_state.items():
-            if v.is_floating_point():
-                memory[MEMORY_PREFIX + k] = v.detach().cpu().clone()
+        remember_global(global_state, memory)
