@@ -230,9 +230,7 @@ def test_asr_after_stop_is_the_mean_asr_after_the_last_attacked_round():
     curve = [0.9, 0.8, 0.7, 0.5, 0.1]
     assert asr_after_stop(curve, {"attack": {"rounds": "1:3"}}) == pytest.approx(0.3)
     # 1:4:2 attacks in rounds 1 and 3: durability is measured from round 4.
-    assert asr_after_stop(curve, {"attack": {"rounds": "1:4:2"}}) == pytest.approx(
-        0.3
-    )
+    assert asr_after_stop(curve, {"attack": {"rounds": "1:4:2"}}) == pytest.approx(0.3)
     assert asr_after_stop(curve, {"attack": {"rounds": "1:"}}) is None
     assert asr_after_stop(curve, {"attack": {}}) is None
 
