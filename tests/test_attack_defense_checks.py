@@ -136,6 +136,7 @@ BOUNDED = {
     "krum",
     "multikrum",
     "bulyan",
+    "dnc",
     "trimmed_mean",
     "feddefender",
     "feddefender_robust",
