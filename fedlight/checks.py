@@ -229,8 +229,15 @@ def plugin_params(cfg: DictConfig, registry: Registry) -> tuple[Plugin, Any]:
 
 
 def build_attack(cfg: DictConfig) -> Attack:
-    """The run's attack, its parameters checked (an attack is its own params)."""
-    return plugin_params(cfg, ATTACKS)[1]
+    """The run's attack, its parameters checked (an attack is its own params).
+
+    An attack that knows the run's seed (a white-box attacker regenerating the
+    server's seeded inputs) declares ``run_seed``; null is the run's ``seed``.
+    """
+    attack = plugin_params(cfg, ATTACKS)[1]
+    if getattr(attack, "run_seed", 0) is None:
+        attack.run_seed = int(cfg.seed)
+    return attack
 
 
 def build_defense(cfg: DictConfig, context: DefenseContext) -> Defense:

@@ -127,7 +127,7 @@ zoo_noattack() { zoo mnist_20_noattack; }  # false positives of every defence
 # and fmnist_20 against each adaptive attack, seeds 0-2 (63 jobs per attack and
 # setting, ~7 h each on 2 cores). Neurotoxin and the intermittent attacker stop after
 # round 10 so the report's "ASR after stop" measures durability; the white-box
-# attackers know the run's seed (attack.run_seed=${seed}).
+# attackers know the run's seed (attack.run_seed, null: seed).
 adaptive() {  # adaptive NAME EXPERIMENT ARGS...
     local name=$1 experiment=$2
     shift 2
@@ -145,9 +145,8 @@ adaptive_constrain_scale() { adaptive_all constrain_scale attack=constrain_scale
 adaptive_neurotoxin() { adaptive_all neurotoxin attack=neurotoxin 'attack.rounds=1:10'; }
 adaptive_a3fl() { adaptive_all a3fl attack=a3fl; }
 adaptive_whitebox() {
-    adaptive_all whitebox_feddefender attack=whitebox_feddefender 'attack.run_seed=${seed}'
-    adaptive_all whitebox_robust attack=whitebox_robust attack.gate=true \
-        'attack.run_seed=${seed}'
+    adaptive_all whitebox_feddefender attack=whitebox_feddefender
+    adaptive_all whitebox_robust attack=whitebox_robust attack.gate=true
 }
 adaptive_intermittent() { adaptive_all intermittent attack=backdoor 'attack.rounds=1:10:3'; }
 adaptive_report() {

@@ -82,7 +82,7 @@ Its own data and the global model it receives (as every client); the defence
 and its parameters (the defaults, or the values set in ``num_inputs``,
 ``na_t``, ``steps``, ``lr``, ``reference`` to mirror the run's ``defense.*``);
 the run seed (``run_seed``; fedlight's code and configs are public, so are its
-seed derivations; set ``attack.run_seed=${seed}`` for a run with another seed);
+seed derivations; ``run_seed`` null, the default, is the run's ``seed``);
 the data normalisation (``data_mean``, ``data_std``; by default derived from its
 own data: ``pixel_max = (1 - mean) / std`` is handed to every attack, and the
 minimum of its clean partition is a black pixel, ``-mean / std``, on MNIST and
@@ -233,8 +233,8 @@ class _WhiteBox(Backdoor):
     lambda_evade: float = param(
         1.0, low=0.0, doc="weight of the evasion term in the training loss"
     )
-    run_seed: int = param(
-        0, doc="the run's seed (cfg.seed; public): seeds the server's inputs"
+    run_seed: int | None = param(
+        None, doc="the run's seed (public): seeds the server's inputs; null: seed"
     )
     data_mean: float | None = param(
         None, doc="the data's normalisation mean; null: derived from own data"
@@ -278,7 +278,14 @@ class _WhiteBox(Backdoor):
         the attacker passes its own model instance)."""
         mean, std = self.data_stats(batch)
         shape = tuple(int(s) for s in batch.shape[1:])
-        return DefenseContext("convnet", num_classes, shape, mean, std, self.run_seed)
+        return DefenseContext(
+            "convnet",
+            num_classes,
+            shape,
+            mean,
+            std,
+            0 if self.run_seed is None else self.run_seed,
+        )
 
     def evasion(
         self,

@@ -264,3 +264,16 @@ def test_the_lightning_client_trains_with_the_term(attack_cls):
     sent, _ = fit_client(spec(attack), 0, state, server_round=2)
     free, _ = fit_client(spec(Backdoor(malicious_clients=[0])), 0, state, 2)
     assert any(not torch.equal(sent[k], free[k]) for k in sent)
+
+
+def test_the_attacker_knows_the_runs_seed_unless_told_another():
+    from fedlight.checks import build_attack
+    from support import compose_config
+
+    for name in ("whitebox_feddefender", "whitebox_robust"):
+        cfg = compose_config(["+experiment=mnist_20", f"attack={name}", "seed=7"])
+        assert build_attack(cfg).run_seed == 7
+        cfg = compose_config(
+            ["+experiment=mnist_20", f"attack={name}", "seed=7", "attack.run_seed=3"]
+        )
+        assert build_attack(cfg).run_seed == 3
