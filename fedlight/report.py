@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 from scipy.stats import t as student_t
 
-from fedlight.attacks.base import parse_rounds
+from fedlight.attacks.base import last_attacked_round
 
 log = logging.getLogger("fedlight")
 
@@ -364,13 +364,10 @@ def asr_after_stop(
     if not text:
         return None
     try:
-        start, stop, every = parse_rounds(text)
+        last = last_attacked_round(text)
     except ValueError:
         return None
-    if stop is None:
-        return None
-    last = start + (stop - start) // every * every
-    return _mean_defined(asr_curve[last:])
+    return None if last is None else _mean_defined(asr_curve[last:])
 
 
 def find_runs(root: Path) -> tuple[list[Run], list[Path]]:

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedlight.attacks.backdoor import TriggerAttack, poison_non_target
+from fedlight.attacks.backdoor import PreparedTriggerAttack, poison_non_target
 from fedlight.attacks.base import ATTACKS, State
 from fedlight.params import RunFacts, fail, param
 
@@ -124,7 +124,7 @@ def unlearned_copy(
 
 @ATTACKS.register("a3fl", order=66, paper="Zhang et al., NeurIPS 2023")
 @dataclass
-class A3FL(TriggerAttack):
+class A3FL(PreparedTriggerAttack):
     """A patch trigger re-optimised each active round against the global model
     and an adversarial copy that unlearnt it (A3FL)."""
 
@@ -174,17 +174,6 @@ class A3FL(TriggerAttack):
     ) -> torch.Tensor:
         """The initial trigger (the optimised one lives in the attacker's memory)."""
         return stamp_patch(x, self.initial_trigger(x.shape[-3], pixel_max))
-
-    def poison(
-        self,
-        client_id: int,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        pixel_max: float,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unchanged: the trigger is optimised and stamped in :meth:`prepare`."""
-        return x, y
 
     def optimise_trigger(
         self,

@@ -108,6 +108,22 @@ class TriggerAttack(Attack):
         return triggered, torch.full_like(y[keep], self.target_label)
 
 
+class PreparedTriggerAttack(TriggerAttack):
+    """A trigger made anew in each attacked round (:meth:`Attack.prepare`), from
+    the global model and the attacker's memory: nothing to poison beforehand."""
+
+    def poison(
+        self,
+        client_id: int,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        pixel_max: float,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unchanged: the trigger is made and stamped in :meth:`prepare`."""
+        return x, y
+
+
 @ATTACKS.register("backdoor", order=10, paper="Gill et al., arXiv 2307.08672")
 @dataclass
 class Backdoor(TriggerAttack):

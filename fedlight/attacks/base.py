@@ -52,6 +52,14 @@ def parse_rounds(text: str) -> tuple[int, int | None, int]:
     return start, stop, every
 
 
+def last_attacked_round(text: str) -> int | None:
+    """The last round the schedule ``text`` attacks in; None: to the end."""
+    start, stop, every = parse_rounds(text)
+    if stop is None:
+        return None
+    return start + (stop - start) // every * every
+
+
 @dataclass
 class TrainingHooks:
     """What an attacker changes in its own local training (model poisoning).
@@ -172,10 +180,7 @@ class Attack(Params):
 
     def last_round(self) -> int | None:
         """The last round the schedule attacks in; None: to the end of the run."""
-        start, stop, every = parse_rounds(self.rounds)
-        if stop is None:
-            return None
-        return start + (stop - start) // every * every
+        return last_attacked_round(self.rounds)
 
     def is_active(self, client_id: int, server_round: int) -> bool:
         """Whether ``client_id`` attacks in ``server_round``; in other rounds a

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedlight.attacks.backdoor import TriggerAttack, poison_non_target
+from fedlight.attacks.backdoor import PreparedTriggerAttack, poison_non_target
 from fedlight.attacks.base import ATTACKS, State, TrainingHooks
 from fedlight.attacks.neurotoxin import masked_training, remember_global
 from fedlight.params import param
@@ -130,7 +130,7 @@ def load_generator(state: State, channels: int) -> TriggerGenerator:
 
 @ATTACKS.register("iba", order=67, paper="Nguyen et al., NeurIPS 2023")
 @dataclass
-class IBA(TriggerAttack):
+class IBA(PreparedTriggerAttack):
     """A generator-made, eps-bounded trigger trained against the global model,
     backdoored into the least-changing coordinates under an L2 bound (IBA)."""
 
@@ -178,17 +178,6 @@ class IBA(TriggerAttack):
         low, high, eps = self.bounds(x, pixel_max)
         with torch.no_grad():
             return apply_trigger(initial_generator(x.shape[-3]), x, low, high, eps)
-
-    def poison(
-        self,
-        client_id: int,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        pixel_max: float,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unchanged: the trigger is trained and applied in :meth:`prepare`."""
-        return x, y
 
     def train_generator(
         self,

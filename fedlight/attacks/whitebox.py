@@ -55,7 +55,7 @@ the training itself), and reused for every batch.
   :func:`~fedlight.defenses.robust_fingerprint.class_impressions` of the global
   model (its ``num_inputs``, ``steps``, ``lr``, the round's seed); the targets
   are the global model's logits on them; the term is the defence's own
-  per-input ``KL(client || global)`` (``robust_fingerprint._kl_per_input``,
+  per-input ``KL(client || global)`` (``robust_fingerprint.kl_per_input``,
   the quantity its search maximises), averaged over the K inputs. It is used
   only in rounds where the defence's reference is the global model
   (``round_reference(reference, round) == "global"``; under the default
@@ -129,7 +129,7 @@ from fedlight.defenses.feddefender_robust import (
 )
 from fedlight.defenses.fingerprint import synthetic_inputs
 from fedlight.defenses.fingerprint_oracle import FINGERPRINT_MODULES, fingerprints
-from fedlight.defenses.robust_fingerprint import _kl_per_input, class_impressions
+from fedlight.defenses.robust_fingerprint import class_impressions, kl_per_input
 from fedlight.params import param
 
 TARGETS = ("pattern", "on", "all")
@@ -223,7 +223,7 @@ def output_kl(model: nn.Module, inputs: Tensor, reference_logits: Tensor) -> Ten
         logits = model(inputs)
     finally:
         model.train(was_training)
-    return _kl_per_input(reference_logits, logits).mean()
+    return kl_per_input(reference_logits, logits).mean()
 
 
 @dataclass

@@ -47,8 +47,13 @@ from fedlight.defenses.base import (
     Verdict,
     to_record,
 )
-from fedlight.defenses.rlr import average_shares, learned_mask
-from fedlight.defenses.vectors import flatten, model_matrix, unflatten
+from fedlight.defenses.vectors import (
+    average_shares,
+    flatten,
+    learned_mask,
+    model_matrix,
+    unflatten,
+)
 from fedlight.params import Params, RunFacts, param
 from fedlight.seeding import derive_seed
 

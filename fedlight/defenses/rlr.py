@@ -25,7 +25,6 @@ fraction of voted coordinates whose learning rate was ``-eta``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,10 +37,13 @@ from fedlight.defenses.base import (
     assumed_attackers,
     to_record,
 )
-from fedlight.defenses.vectors import unflatten, update_matrix
+from fedlight.defenses.vectors import (
+    average_shares,
+    learned_mask,
+    unflatten,
+    update_matrix,
+)
 from fedlight.params import Params, RunFacts, fail, param
-
-RUNNING_STATS = ("running_mean", "running_var")
 
 
 @dataclass
@@ -70,29 +72,11 @@ class RLRParams(Params):
             )
 
 
-def learned_mask(arrays: Mapping[str, np.ndarray], keys: list[str]) -> np.ndarray:
-    """Which coordinates of the flat vector over ``keys`` are learned weights
-    (False for BatchNorm's running statistics, which no gradient trains)."""
-    return np.concatenate(
-        [
-            np.full(np.asarray(arrays[k]).size, not k.endswith(RUNNING_STATS))
-            for k in keys
-        ]
-    ).astype(bool)
-
-
 def robust_lr(updates: np.ndarray, theta: float, eta: float) -> np.ndarray:
     """Per coordinate of ``updates`` (clients, dim): ``-eta`` where
     ``|sum_i sign(x_i)| < theta``, else ``eta``."""
     agreement = np.abs(np.sign(updates).sum(axis=0))
     return np.where(agreement < theta, -eta, eta)
-
-
-def average_shares(counts: np.ndarray, weighted: bool) -> np.ndarray:
-    """Each client's share of the average: its count share, or 1/n."""
-    if weighted:
-        return counts / counts.sum()
-    return np.full(len(counts), 1.0 / len(counts))
 
 
 @DEFENSES.register("rlr", params=RLRParams, order=25, paper="Ozdayi et al., AAAI 2021")

@@ -230,7 +230,7 @@ def confidence_from_z(z: Tensor, z_cut: float) -> Tensor:
     return (z / (2.0 * z_cut)).clamp(0.0, 1.0)
 
 
-def _kl_per_input(reference: Tensor, client: Tensor) -> Tensor:
+def kl_per_input(reference: Tensor, client: Tensor) -> Tensor:
     """KL(client || reference) of the softmax outputs, one value per input."""
     log_p = client.log_softmax(dim=1)
     log_q = reference.log_softmax(dim=1)
@@ -262,13 +262,13 @@ def _search(
     opt = torch.optim.Adam([x], lr=lr)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        loss = -_kl_per_input(reference(x), client(x)).sum() * scale
+        loss = -kl_per_input(reference(x), client(x)).sum() * scale
         loss.backward()
         opt.step()
         with torch.no_grad():
             x.clamp_(*bounds)
     with torch.no_grad():
-        return _kl_per_input(reference(x), client(x))
+        return kl_per_input(reference(x), client(x))
 
 
 def disagreement_loop(

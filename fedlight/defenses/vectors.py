@@ -15,6 +15,7 @@ import numpy as np
 from fedlight.defenses.base import RoundInput
 
 Arrays = Mapping[str, np.ndarray]
+RUNNING_STATS = ("running_mean", "running_var")
 
 
 def float_keys(arrays: Arrays) -> list[str]:
@@ -58,3 +59,21 @@ def update_matrix(rnd: RoundInput) -> tuple[list[str], np.ndarray, np.ndarray]:
     keys, models = model_matrix(rnd)
     start = flatten(rnd.global_numpy, keys)
     return keys, start, models - start
+
+
+def learned_mask(arrays: Arrays, keys: list[str]) -> np.ndarray:
+    """Which coordinates of the flat vector over ``keys`` are learned weights
+    (False for BatchNorm's running statistics, which no gradient trains)."""
+    return np.concatenate(
+        [
+            np.full(np.asarray(arrays[k]).size, not k.endswith(RUNNING_STATS))
+            for k in keys
+        ]
+    ).astype(bool)
+
+
+def average_shares(counts: np.ndarray, weighted: bool) -> np.ndarray:
+    """Each client's share of the average: its count share, or 1/n."""
+    if weighted:
+        return counts / counts.sum()
+    return np.full(len(counts), 1.0 / len(counts))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from updates import CTX, build, judge, make_round, result
 
-from fedlight.defenses.rlr import RLRParams, learned_mask, robust_lr
+from fedlight.defenses.rlr import RLRParams, robust_lr
+from fedlight.defenses.vectors import learned_mask
 from fedlight.params import ConfigError, RunFacts, build_params
 
 # Five clients' updates on four coordinates:
