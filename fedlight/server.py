@@ -111,7 +111,8 @@ def discover_nodes(
 
     Node ids are random per run; partition ids are what configs, attacks and
     results speak of. Waits (up to ``timeout``) for all nodes to register: the
-    simulation engine starts the ServerApp before it registers them.
+    simulation engine starts the ServerApp before it registers them. Two nodes
+    claiming one partition stop the run (:func:`partition_owners`).
     """
     deadline = time.monotonic() + timeout
     while len(node_ids := sorted(grid.get_node_ids())) < num_nodes:
@@ -122,12 +123,25 @@ def discover_nodes(
         Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY)
         for n in node_ids
     ]
-    mapping = {}
-    for reply in send_and_receive(grid, messages, timeout, poll_s):
+    return partition_owners(send_and_receive(grid, messages, timeout, poll_s))
+
+
+def partition_owners(replies: list[Message]) -> dict[int, int]:
+    """Partition id -> node id from the discovery replies; two nodes claiming
+    one partition are an error (the later claim would take the other's slot)."""
+    mapping: dict[int, int] = {}
+    for reply in replies:
         if reply.has_error():
             raise RuntimeError(f"node discovery failed: {reply.error.reason}")
         pid = int(reply.content["info"][CLIENT_KEY])
-        mapping[pid] = reply.metadata.src_node_id
+        node = reply.metadata.src_node_id
+        if pid in mapping:
+            raise RuntimeError(
+                f"node discovery: partition {pid} is claimed by nodes "
+                f"{mapping[pid]} and {node}; give each SuperNode its own "
+                f"--node-config partition-id"
+            )
+        mapping[pid] = node
     return mapping
 
 
@@ -260,6 +274,7 @@ def run_round(
             num_examples=float(r.content["metrics"][WEIGHT_KEY]),
             metrics={k: float(v) for k, v in r.content["metrics"].items()},
             reply=r,
+            node_id=r.metadata.src_node_id,
         )
         for r in replies
     ]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace as NS
 
-from fedlight.server import collect_replies, send_and_receive
+import pytest
+
+from fedlight.server import collect_replies, partition_owners, send_and_receive
 
 
 class TimedGrid:
@@ -85,3 +87,29 @@ def test_a_reply_is_the_client_its_node_announced_not_what_it_claims() -> None:
     # In partition order, by the node each reply came from.
     assert [r.metadata.src_node_id for r in good] == [102, 103, 101]
     assert failures == {"3": "no reply in 0.2 s"}
+
+
+def claims(by_node: dict[int, int]) -> list[NS]:
+    """Discovery replies: each node announces the partition it claims."""
+    return [
+        NS(
+            metadata=NS(src_node_id=node),
+            has_error=lambda: False,
+            content={"info": {"partition-id": pid}},
+        )
+        for node, pid in by_node.items()
+    ]
+
+
+def test_discovery_maps_each_partition_to_the_node_that_claimed_it() -> None:
+    assert partition_owners(claims({501: 1, 502: 0, 503: 2})) == {
+        0: 502,
+        1: 501,
+        2: 503,
+    }
+
+
+def test_two_nodes_claiming_one_partition_stop_the_run() -> None:
+    # node 503 claims node 501's partition: it must not silently take its slot
+    with pytest.raises(RuntimeError, match="partition 1 is claimed by nodes 501 and"):
+        partition_owners(claims({501: 1, 502: 0, 503: 1}))

@@ -61,6 +61,14 @@ class ClientUpdate:
     num_examples: float
     metrics: dict[str, float]
     reply: Message | None = None  # the Flower message, for Flower's own rules
+    node_id: int | None = None  # the node Flower delivered it from
+
+    @property
+    def identity(self) -> str:
+        """Who sent it, for memory across rounds: the node id Flower delivered
+        the reply from (authenticated when node authentication is on), else the
+        client id (the reference loop and hand-built rounds have no nodes)."""
+        return f"node:{self.node_id}" if self.node_id is not None else self.cid
 
     @cached_property
     def state(self) -> dict[str, torch.Tensor]:
@@ -84,6 +92,11 @@ class RoundInput:
     @property
     def ids(self) -> list[str]:
         return [u.cid for u in self.updates]
+
+    @property
+    def identities(self) -> list[str]:
+        """:attr:`ClientUpdate.identity` of each update, in order."""
+        return [u.identity for u in self.updates]
 
     def counts(self) -> dict[str, float]:
         """The example counts the clients reported (FedAvg's weights)."""

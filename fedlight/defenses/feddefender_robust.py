@@ -18,7 +18,9 @@ access to client data; four levers, each switchable for ablation:
   a z-score ``z``; confidence is ``z / (2 z_cut)`` clipped to [0, 1], so a client
   is flagged (confidence > ``theta`` = 0.5) when ``z > z_cut``.
 - ``memory_decay``: suspicion carried over rounds, ``s = max(c, decay * s_prev)``,
-  so one ambiguous round does not let a detected attacker back in (0: off).
+  so one ambiguous round does not let a detected attacker back in (0: off). It
+  is keyed on the node Flower delivered the reply from, not on a partition id
+  a client announces (:attr:`ClientUpdate.identity`).
 - ``cap_examples``: a client's reported example count is capped at this multiple
   of the round's median before weighting (null: off), since a boosted count is
   what turns one missed round into a takeover.
@@ -265,7 +267,11 @@ class RobustFedDefender(Defense):
         p = params
         self.num_attackers = assumed_attackers(p.num_attackers, context)
         self.remote = RemoteDefender(p.num_cpus, p.num_gpus) if p.remote else None
+        # suspicion per identity (node), and the partition each identity held
+        # last, so a resumed run (whose nodes have new ids) can take it over
         self.suspicion: dict[str, float] = {}
+        self.partition_of: dict[str, str] = {}
+        self.resumed: dict[str, float] = {}
         self.job = RobustJob(
             model=context.model,
             num_classes=context.num_classes,
@@ -301,12 +307,31 @@ class RobustFedDefender(Defense):
             self.remote.start()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"suspicion": dict(self.suspicion)}
+        """Suspicion by identity, and by the partition each identity held (node
+        ids are new in a resumed run; its nodes re-announce their partitions)."""
+        by_partition = {
+            self.partition_of[key]: s
+            for key, s in self.suspicion.items()
+            if key in self.partition_of
+        }
+        return {"suspicion": dict(self.suspicion), "by_partition": by_partition}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.suspicion = {
             str(k): float(v) for k, v in state.get("suspicion", {}).items()
         }
+        # older checkpoints keyed suspicion on the partition id alone
+        saved = state.get("by_partition", state.get("suspicion", {}))
+        self.resumed = {str(k): float(v) for k, v in saved.items()}
+
+    def recall_suspicion(self, rnd: RoundInput) -> None:
+        """An identity never seen before takes over the suspicion its partition
+        had when the checkpoint was written (once per partition)."""
+        for update in rnd.updates:
+            key = update.identity
+            self.partition_of[key] = update.cid
+            if key not in self.suspicion and update.cid in self.resumed:
+                self.suspicion[key] = self.resumed.pop(update.cid)
 
     def scores(
         self, server_round: int, global_state: State, states: list[State]
@@ -322,13 +347,15 @@ class RobustFedDefender(Defense):
         confidence, raw = self.scores(
             rnd.server_round, rnd.global_state, [u.state for u in rnd.updates]
         )
-        current = dict(zip(ids, confidence.tolist(), strict=True))
         decay = self.params.memory_decay
         if decay > 0:
+            self.recall_suspicion(rnd)
+            keys = rnd.identities
+            current = dict(zip(keys, confidence.tolist(), strict=True))
             self.suspicion = remember(self.suspicion, current, decay)
-            scores = {cid: self.suspicion[cid] for cid in ids}
+            scores = {cid: self.suspicion[k] for cid, k in zip(ids, keys, strict=True)}
         else:
-            scores = current
+            scores = dict(zip(ids, confidence.tolist(), strict=True))
         flagged = [cid for cid in ids if scores[cid] > self.params.theta]
         counts = rnd.counts()
         capped = cap_counts(counts, self.params.cap_examples)

@@ -25,10 +25,11 @@ against. Pure torch: no flwr, hydra, ray or wandb imports.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, vmap
 
 from fedlight.defenses.fingerprint import FINGERPRINT_MODULES
 
@@ -256,19 +257,40 @@ def _search(
     steps: int,
     lr: float,
     scale: float,
+    universal: bool = False,
 ) -> Tensor:
-    """Adam ascent of the client's KL from the reference, pixels kept in range."""
-    x = start.clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
+    """Adam ascent of the client's KL from the reference, pixels kept in range.
+
+    ``universal``: one perturbation added to every input (searched instead of
+    the inputs themselves), pixels of ``start + delta`` clipped to ``bounds``.
+    """
+    if universal:
+        delta = torch.zeros_like(start[:1]).requires_grad_(True)
+
+        def view() -> Tensor:
+            return (start + delta).clamp(*bounds)
+
+        searched = delta
+    else:
+        x = start.clone().requires_grad_(True)
+
+        def view() -> Tensor:
+            return x
+
+        searched = x
+    opt = torch.optim.Adam([searched], lr=lr)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        loss = -kl_per_input(reference(x), client(x)).sum() * scale
+        inputs = view()
+        loss = -kl_per_input(reference(inputs), client(inputs)).sum() * scale
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            x.clamp_(*bounds)
+        if not universal:
+            with torch.no_grad():
+                x.clamp_(*bounds)
     with torch.no_grad():
-        return kl_per_input(reference(x), client(x))
+        inputs = view()
+        return kl_per_input(reference(inputs), client(inputs))
 
 
 def disagreement_loop(
@@ -294,6 +316,52 @@ def disagreement_loop(
     return torch.stack(result) if result else torch.zeros(0)
 
 
+def disagreement_per_client(
+    model: nn.Module,
+    reference: Mapping[str, Tensor],
+    states: Sequence[Mapping[str, Tensor]],
+    starts: Tensor,
+    bounds: tuple[float, float],
+    steps: int = 30,
+    lr: float = 0.1,
+    device: str | torch.device = "cpu",
+    universal: bool = False,
+) -> Tensor:
+    """The first generation's engine (a model copy and one search per client,
+    all K inputs in one batch), kept for the benchmark and as the oracle of the
+    universal search, whose inputs share one perturbation and so cannot be
+    searched one at a time."""
+    dev = torch.device(device)
+    ref = _frozen(model, reference, dev)
+    x0 = starts.to(dev)
+    result = []
+    for state in states:
+        client = _frozen(model, state, dev)
+        kl = _search(client, ref, x0, bounds, steps, lr, 1.0 / len(starts), universal)
+        result.append(kl.mean().cpu())
+    return torch.stack(result) if result else torch.zeros(0)
+
+
+def stacked_forward(
+    model: nn.Module, states: Sequence[Mapping[str, Tensor]], device: torch.device
+) -> Callable[[Tensor], Tensor]:
+    """``f(x)`` with ``x`` of shape ``(clients, K, ...)``: every client's model on
+    its own K inputs in one vmapped call over the clients' stacked weights (a
+    convolution becomes one grouped convolution). No gradient reaches the weights.
+    """
+    net = copy.deepcopy(model).to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    names = [n for n, _ in net.named_parameters()] + [n for n, _ in net.named_buffers()]
+    stacked = {n: torch.stack([s[n] for s in states]).to(device) for n in names}
+
+    def one(weights: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(net, weights, (x,))
+
+    batched = vmap(one)
+    return lambda x: batched(stacked, x)
+
+
 def disagreement(
     model: nn.Module,
     reference: Mapping[str, Tensor],
@@ -303,6 +371,7 @@ def disagreement(
     steps: int = 30,
     lr: float = 0.1,
     device: str | torch.device = "cpu",
+    universal: bool = False,
 ) -> Tensor:
     """How far each client model can be driven from ``reference``: differential
     testing (DeepXplore, FedDebug) with searched inputs.
@@ -313,16 +382,50 @@ def disagreement(
     A backdoor is an input-agnostic shortcut to the target class, so the search
     finds far larger disagreement for a backdoored model than for a benign model
     one round of local training away from the same global model. Returns the
-    mean final KL per client, float ``(clients,)`` on the CPU. All K inputs go in
-    one batch; Adam's update is per element, so it equals the one-input-at-a-time
-    oracle up to float rounding.
+    mean final KL per client, float ``(clients,)`` on the CPU.
+
+    Every client's search runs at once: one vmapped forward over the stacked
+    client weights on a ``(clients, K, ...)`` input tensor, one reference
+    forward on all of it, one Adam over it. Clients do not interact (the loss is
+    a sum over clients, and Adam is per element), so this equals the per-input
+    oracle :func:`disagreement_loop` up to float rounding.
+
+    ``universal``: the search moves one perturbation per client that is added
+    to all its K inputs (pixels clipped), not each input on its own: a backdoor
+    trigger is such a perturbation, while what a benign non-IID client learned
+    differently from the reference mostly is not. Its oracle is
+    :func:`disagreement_per_client` with ``universal=True``.
     """
+    if not states:
+        return torch.zeros(0)
     dev = torch.device(device)
     ref = _frozen(model, reference, dev)
-    x0 = starts.to(dev)
-    result = []
-    for state in states:
-        client = _frozen(model, state, dev)
-        kl = _search(client, ref, x0, bounds, steps, lr, 1.0 / len(starts))
-        result.append(kl.mean().cpu())
-    return torch.stack(result) if result else torch.zeros(0)
+    clients = stacked_forward(model, states, dev)
+    k = len(starts)
+    x0 = starts.to(dev).unsqueeze(0).expand(len(states), *starts.shape)
+    if universal:  # one perturbation per client, shared by its K inputs
+        searched = torch.zeros_like(x0[:, :1]).requires_grad_(True)
+
+        def view() -> Tensor:
+            return (x0 + searched).clamp(*bounds)
+    else:
+        searched = x0.clone().requires_grad_(True)
+
+        def view() -> Tensor:
+            return searched
+
+    opt = torch.optim.Adam([searched], lr=lr)
+
+    def kl(x: Tensor) -> Tensor:
+        out = clients(x).flatten(0, 1)
+        return kl_per_input(ref(x.flatten(0, 1)), out).view(len(states), k)
+
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        (-kl(view()).sum() / k).backward()
+        opt.step()
+        if not universal:
+            with torch.no_grad():
+                searched.clamp_(*bounds)
+    with torch.no_grad():
+        return kl(view()).mean(dim=1).cpu()
