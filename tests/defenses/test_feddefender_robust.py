@@ -382,3 +382,19 @@ def test_universal_search_matches_the_per_client_oracle():
     assert fast[0] < 1e-8
     # one shared perturbation is a weaker search than one per input
     assert (fast[1:] <= disagreement(*args, steps=5)[1:] + 1e-6).all()
+
+
+def test_median_rounds_aggregate_the_unflagged_by_their_median():
+    models = perturbed(6, odd_one=4)
+    defense = robust(fingerprint="continuous", steps=5, median_rounds=1)
+    first = _screen(defense, 1, models)
+    assert first.flagged == ["4"] and first.details["aggregation"] == "median"
+    kept = [m for i, m in enumerate(models) if i != 4]
+    for key, got in first.model.items():
+        want = np.median(np.stack([m[key] for m in kept]), axis=0)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    assert first.weights["4"] == 0.0
+    assert sum(first.weights.values()) == pytest.approx(1.0)
+    # from round 2 on, FedAvg of the unflagged again
+    second = _screen(defense, 2, perturbed(6, odd_one=None, seed=1))
+    assert second.model is None and "aggregation" not in second.details
