@@ -128,6 +128,27 @@ zoo_noattack() { zoo mnist_20_noattack; }  # false positives of every defence
 # setting, ~7 h each on 2 cores). Neurotoxin and the intermittent attacker stop after
 # round 10 so the report's "ASR after stop" measures durability; the white-box
 # attackers know the run's seed (attack.run_seed, null: seed).
+# The robust FedDefender's development runs (docs/results/robust/PROTOCOL.md):
+# development settings and seeds only (attacker 0, target 9, 12 px: the configs'
+# defaults). DEV_SEEDS picks seeds (default 100,101), DEV_LEVERS the lever sets
+# (';' between sets, spaces between a set's overrides), DEV_SETTINGS the experiments.
+DEV_SEEDS=${DEV_SEEDS:-100,101}
+DEV_SETTINGS=${DEV_SETTINGS:-mnist_20,fmnist_30,mnist_20_dirichlet05,mnist_20_dirichlet05_3attackers,mnist_20_noattack}
+DEV_LEVERS=${DEV_LEVERS:-'defense.median_rounds=0;defense.median_rounds=1'}
+robust_dev() {  # every lever set of DEV_LEVERS in every DEV_SETTINGS experiment
+    local levers
+    IFS=';' read -ra levers <<<"$DEV_LEVERS"
+    for lever in "${levers[@]}"; do
+        IFS=' ' read -ra args <<<"$lever"
+        run robust_dev "seed=$DEV_SEEDS" "+experiment=$DEV_SETTINGS" \
+            defense=feddefender_robust "${args[@]}" "${NAMED[@]}"
+    done
+}
+robust_dev_report() {
+    python -m fedlight.report "$DIR/robust_dev" --out docs/results/robust/dev \
+        --target 'max_asr_after_1<=0.05' --target 'recall>=0.95' \
+        --target 'precision>=0.9' --target 'fpr<=0.05'
+}
 adaptive() {  # adaptive NAME EXPERIMENT ARGS...
     local name=$1 experiment=$2
     shift 2
