@@ -56,6 +56,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "k10_s8": {"k": 10, "steps": 8, "lr": 0.2},
     "k10_s5": {"k": 10, "steps": 5, "lr": 0.3},
     "universal_k10_s8": {"k": 10, "steps": 8, "lr": 0.2, "universal": True},
+    "universal_k10_s5": {"k": 10, "steps": 5, "lr": 0.3, "universal": True},
+    "universal_k20_s8": {"k": 20, "steps": 8, "lr": 0.2, "universal": True},
     "universal_k10_s15": {"k": 10, "steps": 15, "lr": 0.1, "universal": True},
     "universal_k20_s15": {"k": 20, "steps": 15, "lr": 0.1, "universal": True},
     "noise_k10_s8": {"k": 10, "steps": 8, "lr": 0.2, "inputs": "noise"},
@@ -92,7 +94,7 @@ def score(saved: dict, server_round: int, variant: dict[str, object]) -> dict:
     else:
         reference = saved["global"]
     bounds = ((0.0 - mean) / std, (1.0 - mean) / std)
-    kl = disagreement(
+    kl, aim = disagreement(
         model,
         reference,
         states,
@@ -101,14 +103,27 @@ def score(saved: dict, server_round: int, variant: dict[str, object]) -> dict:
         steps=steps,
         lr=lr,
         universal=bool(variant.get("universal", False)),
+        aim=True,
     )
     z = robust_z(kl)
     seconds = time.perf_counter() - start
     malicious = set(saved["malicious"])
     attackers = [float(z[i]) for i, c in enumerate(ids) if c in malicious]
     benign = [float(z[i]) for i, c in enumerate(ids) if c not in malicious]
+    # the same statistic on a log scale (a multiple of the typical KL, not a
+    # difference): robust z of log KL
+    z_log = robust_z(kl.clamp_min(1e-12).log())
     return {
         "round": server_round,
+        "kl": kl.tolist(),
+        "aim": aim.tolist(),
+        "malicious_index": [i for i, c in enumerate(ids) if c in malicious],
+        "attacker_z_log": [
+            float(z_log[i]) for i, c in enumerate(ids) if c in malicious
+        ],
+        "benign_max_z_log": max(
+            float(z_log[i]) for i, c in enumerate(ids) if c not in malicious
+        ),
         "attacker_z": attackers,
         "benign_max_z": max(benign),
         "recall": sum(a > Z_CUT for a in attackers) / max(len(attackers), 1),

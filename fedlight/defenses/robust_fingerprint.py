@@ -372,7 +372,8 @@ def disagreement(
     lr: float = 0.1,
     device: str | torch.device = "cpu",
     universal: bool = False,
-) -> Tensor:
+    aim: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """How far each client model can be driven from ``reference``: differential
     testing (DeepXplore, FedDebug) with searched inputs.
 
@@ -395,6 +396,8 @@ def disagreement(
     trigger is such a perturbation, while what a benign non-IID client learned
     differently from the reference mostly is not. Its oracle is
     :func:`disagreement_per_client` with ``universal=True``.
+
+    ``aim``: also return :func:`aimed` on the searched inputs.
     """
     if not states:
         return torch.zeros(0)
@@ -428,4 +431,20 @@ def disagreement(
             with torch.no_grad():
                 searched.clamp_(*bounds)
     with torch.no_grad():
-        return kl(view()).mean(dim=1).cpu()
+        if not aim:
+            return kl(view()).mean(dim=1).cpu()
+        x = view()
+        out = clients(x).softmax(-1)  # (clients, K, classes)
+        ref_out = ref(x.flatten(0, 1)).softmax(-1).view_as(out)
+        return kl(x).mean(dim=1).cpu(), aimed(out, ref_out).cpu()
+
+
+def aimed(client: Tensor, reference: Tensor) -> Tensor:
+    """How much one class gains on the searched inputs: per client, the largest
+    over classes of the mean (over the K inputs) probability the client gives
+    the class minus the mean the reference gives it, float ``(clients,)`` in
+    [-1, 1]. Near 1 when the client sends all inputs to one class the reference
+    does not (a backdoor's target); a client that disagrees in different
+    directions on different inputs stays low. ``client`` and ``reference`` are
+    probabilities ``(clients, K, classes)``."""
+    return (client.mean(dim=1) - reference.mean(dim=1)).max(dim=1).values

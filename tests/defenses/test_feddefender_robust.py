@@ -24,6 +24,7 @@ from fedlight.defenses.feddefender_robust import (
 from fedlight.defenses.robust_fingerprint import (
     activation_features,
     activation_features_loop,
+    aimed,
     confidence_from_z,
     disagreement,
     disagreement_loop,
@@ -398,3 +399,23 @@ def test_median_rounds_aggregate_the_unflagged_by_their_median():
     # from round 2 on, FedAvg of the unflagged again
     second = _screen(defense, 2, perturbed(6, odd_one=None, seed=1))
     assert second.model is None and "aggregation" not in second.details
+
+
+def test_aimed_is_the_largest_one_class_gain():
+    ref = torch.full((2, 3, 4), 0.25)  # the reference is unsure everywhere
+    client = torch.zeros(2, 3, 4)
+    client[0, :, 2] = 1.0  # client 0 sends all three inputs to class 2
+    client[1, 0, 0] = client[1, 1, 1] = client[1, 2, 3] = 1.0  # client 1 scatters
+    got = aimed(client, ref)
+    torch.testing.assert_close(got, torch.tensor([0.75, 1 / 3 - 0.25]))
+
+
+def test_disagreement_with_aim_returns_the_same_kl():
+    torch.manual_seed(0)
+    model = build_model("convnet")
+    reference = build_model("convnet").state_dict()
+    states = [build_model("convnet").state_dict() for _ in range(2)]
+    args = (model, reference, states, torch.rand(3, 1, 32, 32), (0.0, 1.0))
+    kl, aim = disagreement(*args, steps=3, universal=True, aim=True)
+    torch.testing.assert_close(kl, disagreement(*args, steps=3, universal=True))
+    assert aim.shape == (2,) and ((aim >= -1) & (aim <= 1)).all()
