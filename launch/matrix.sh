@@ -149,6 +149,44 @@ robust_dev_report() {
         --target 'max_asr_after_1<=0.05' --target 'recall>=0.95' \
         --target 'precision>=0.9' --target 'fpr<=0.05'
 }
+# The robust FedDefender's test runs (PROTOCOL.md): seeds 0-2, attacker 7 (3
+# attackers: 4, 11, 17), target 3, an 8 px trigger; run once the shipped config is
+# frozen, each chunk its own sweep folder under robust_test/.
+TEST_SEEDS=${TEST_SEEDS:-0,1,2}
+TEST_ATTACK=('attack.malicious_clients=[7]' attack.target_label=3 attack.trigger_size=8)
+robust_test() {  # robust_test NAME ARGS...: feddefender_robust in one test cell
+    local name=$1
+    shift
+    run "robust_test/$name" "seed=$TEST_SEEDS" defense=feddefender_robust "${NAMED[@]}" "$@"
+}
+robust_test_paper() {
+    robust_test paper '+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30' "${TEST_ATTACK[@]}"
+}
+robust_test_dirichlet() {
+    robust_test dirichlet '+experiment=mnist_20_dirichlet05' "${TEST_ATTACK[@]}"
+    robust_test dirichlet '+experiment=fmnist_20' partition=dirichlet partition.alpha=0.5 \
+        "${TEST_ATTACK[@]}"
+    robust_test dirichlet '+experiment=mnist_20_dirichlet05_3attackers' \
+        attack.num_malicious=null 'attack.malicious_clients=[4,11,17]' \
+        attack.target_label=3 attack.trigger_size=8
+}
+robust_test_adaptive() {
+    robust_test adaptive '+experiment=mnist_20,fmnist_20' "${TEST_ATTACK[@]}" \
+        attack=pgd,constrain_scale,neurotoxin,a3fl,whitebox_feddefender,whitebox_robust
+    robust_test adaptive '+experiment=mnist_20,fmnist_20' "${TEST_ATTACK[@]}" \
+        attack=whitebox_robust attack.gate=true
+    robust_test adaptive '+experiment=mnist_20,fmnist_20' "${TEST_ATTACK[@]}" \
+        attack=backdoor 'attack.rounds=1::3,6:'
+}
+robust_test_noattack() {
+    robust_test noattack '+experiment=mnist_20_noattack'
+    robust_test noattack '+experiment=mnist_20_dirichlet05' attack=none
+}
+robust_test_report() {
+    python -m fedlight.report "$DIR/robust_test" --out docs/results/robust/test \
+        --target 'max_asr<=0.10' --target 'max_asr_after_1<=0.05' \
+        --target 'recall>=0.95' --target 'precision>=0.9' --target 'fpr<=0.05'
+}
 adaptive() {  # adaptive NAME EXPERIMENT ARGS...
     local name=$1 experiment=$2
     shift 2
