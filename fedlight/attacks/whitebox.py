@@ -373,10 +373,17 @@ class WhiteboxRobust(_WhiteBox):
     """The patch backdoor that keeps the global model's outputs on the robust
     FedDefender's class impressions; ``gate``: only the whole trigger opens it."""
 
-    num_inputs: int = param(20, low=1, doc="the defence's num_inputs")
-    steps: int = param(15, low=0, doc="the defence's steps (class impressions)")
-    lr: float = param(
-        0.1, low=0.0, low_open=True, doc="the defence's lr (not the client's)"
+    num_inputs: int | None = param(
+        None, low=1, doc="the defence's num_inputs; null: its shipped default"
+    )
+    steps: int | None = param(
+        None, low=0, doc="the defence's steps (class impressions); null: shipped"
+    )
+    lr: float | None = param(
+        None,
+        low=0.0,
+        low_open=True,
+        doc="the defence's lr (not the client's); null: shipped",
     )
     reference: str = param(
         "auto", choices=REFERENCES, doc="the defence's reference; off unless global"
@@ -387,10 +394,9 @@ class WhiteboxRobust(_WhiteBox):
 
     def job(self, server_round: int, batch: Tensor, num_classes: int) -> Any:
         """The round's job of ``defense=feddefender_robust`` (seed, reference)."""
+        known = {"num_inputs": self.num_inputs, "steps": self.steps, "lr": self.lr}
         params = RobustParams(
-            num_inputs=self.num_inputs,
-            steps=self.steps,
-            lr=self.lr,
+            **{k: v for k, v in known.items() if v is not None},
             reference=self.reference,
             remote=False,
         )
