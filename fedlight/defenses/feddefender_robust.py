@@ -32,6 +32,11 @@ access to client data; four levers, each switchable for ablation:
   true trigger against at most 1.2 for benign ones scores z = -0.2); the median
   keeps a missed attacker out of the global model that every later round
   compares with.
+- ``universal`` and ``aim_gate``: the search moves one perturbation per client,
+  shared by its K inputs (a trigger is one), and a client counts as flagged only
+  when, on the searched inputs, one class gains more than ``aim_gate`` of mean
+  probability over the reference (a backdoor aims at its target; label skew
+  scatters). See :func:`~fedlight.defenses.robust_fingerprint.aimed`.
 
 The maths lives in :mod:`fedlight.defenses.robust_fingerprint`.
 """
@@ -98,6 +103,7 @@ class RobustJob:
     num_attackers: int
     reference: str = "global"
     universal: bool = False
+    aim_gate: float = 0.0
     device: str = "cpu"
     num_threads: int | None = None
 
@@ -188,7 +194,7 @@ def run_robust_job(
             reference = global_state
         else:
             reference = CONSENSUS[job.reference](states)
-        kl = disagreement(
+        kl, aim = disagreement(
             model,
             reference,
             states,
@@ -198,8 +204,12 @@ def run_robust_job(
             lr=job.lr,
             device=job.device,
             universal=job.universal,
+            aim=True,
         )
         z = robust_z(kl)
+        if job.aim_gate > 0:
+            # only a search that sends the inputs to one class counts
+            return confidence_from_z(z, job.z_cut) * (aim > job.aim_gate), z
     return confidence_from_z(z, job.z_cut), z
 
 
@@ -247,6 +257,12 @@ class RobustParams(Params):
     )
     universal: bool = param(
         False, doc="search one perturbation shared by all inputs of a client"
+    )
+    aim_gate: float = param(
+        0.0,
+        low=0.0,
+        high=1.0,
+        doc="flag only if one class gains more than this on the searched inputs",
     )
     na_t: float = param(0.0, doc="boolean fingerprint only: the on threshold")
     num_attackers: int | None = param(
@@ -307,6 +323,7 @@ class RobustFedDefender(Defense):
             na_t=p.na_t,
             num_attackers=self.num_attackers,
             universal=p.universal,
+            aim_gate=p.aim_gate,
             device="cuda" if p.num_gpus > 0 else context.device,
         )
 

@@ -419,3 +419,17 @@ def test_disagreement_with_aim_returns_the_same_kl():
     kl, aim = disagreement(*args, steps=3, universal=True, aim=True)
     torch.testing.assert_close(kl, disagreement(*args, steps=3, universal=True))
     assert aim.shape == (2,) and ((aim >= -1) & (aim <= 1)).all()
+
+
+def test_aim_gate_only_lets_a_search_aimed_at_one_class_flag():
+    models = perturbed(6, odd_one=4)
+    plain = _screen(robust(steps=5, universal=True, memory_decay=0.0), 1, models)
+    assert plain.flagged == ["4"]
+    # no class can gain more than all its probability: the gate closes
+    gated = _screen(
+        robust(steps=5, universal=True, memory_decay=0.0, aim_gate=1.0), 1, models
+    )
+    assert gated.flagged == [] and gated.scores["4"] == 0.0
+    assert gated.details["statistic"]["4"] == pytest.approx(
+        plain.details["statistic"]["4"]
+    )
