@@ -139,7 +139,7 @@ def engines(model_name: str, clients: int) -> dict[str, Callable[[], torch.Tenso
         "paper": lambda: score_clients(model, states, noise, na_t=0.0),
         "gen1_loop": gen1,
         "gen2_same": gen2_same,
-        "shipped": lambda: run_robust_job(job, global_state, states)[0],
+        "shipped": lambda: run_robust_job(job, global_state, states).confidence,
     }
 
 

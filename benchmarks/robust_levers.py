@@ -132,7 +132,7 @@ def score(
         num_threads=1,
     )
     start = time.perf_counter()
-    confidence, _ = run_robust_job(job, saved["global"], states)
+    confidence = run_robust_job(job, saved["global"], states).confidence
     seconds = time.perf_counter() - start
     flagged = {i for i in range(len(ids)) if confidence[i] > 0.5}
     return {

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from flwr.serverapp.strategy import FedMedian
@@ -146,14 +146,18 @@ def round_reference(reference: str, server_round: int) -> str:
     return "median" if server_round == 1 else "global"
 
 
+class RobustScores(NamedTuple):
+    """One round's scores per client, float ``(clients,)`` each, on the CPU."""
+
+    confidence: torch.Tensor  # in [0, 1], before memory
+    statistic: torch.Tensor  # the z-score (boolean: the leave-one-out confidence)
+    aim: torch.Tensor | None = None  # disagreement only: :func:`aimed`
+
+
 def run_robust_job(
     job: RobustJob, global_state: State, states: Sequence[State]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Confidence and raw statistic per client, float ``(clients,)`` each, on CPU.
-
-    The raw statistic is the z-score for the robust fingerprints and the
-    leave-one-out confidence for ``boolean``.
-    """
+) -> RobustScores:
+    """The round's :class:`RobustScores`."""
     if job.num_threads:
         torch.set_num_threads(job.num_threads)
     model = build_model(job.model, job.num_classes, job.input_shape[0])
@@ -184,7 +188,7 @@ def run_robust_job(
             num_attackers=job.num_attackers,
             device=job.device,
         ).cpu()
-        return conf, conf
+        return RobustScores(conf, conf)
     if job.fingerprint == "continuous":
         features = activation_features(model, states, inputs, device=job.device)
         z = outlier_scores(features)
@@ -207,10 +211,12 @@ def run_robust_job(
             aim=True,
         )
         z = robust_z(kl)
+        confidence = confidence_from_z(z, job.z_cut)
         if job.aim_gate > 0:
             # only a search that sends the inputs to one class counts
-            return confidence_from_z(z, job.z_cut) * (aim > job.aim_gate), z
-    return confidence_from_z(z, job.z_cut), z
+            confidence = confidence * (aim > job.aim_gate)
+        return RobustScores(confidence, z, aim)
+    return RobustScores(confidence_from_z(z, job.z_cut), z)
 
 
 @dataclass
@@ -218,7 +224,7 @@ class RobustParams(Params):
     theta: float = param(
         0.5, low=0.0, high=1.0, doc="exclude a client whose suspicion exceeds this"
     )
-    num_inputs: int = param(20, low=1, doc="shared starting inputs per round")
+    num_inputs: int = param(10, low=1, doc="shared starting inputs per round")
     inputs: str = param(
         "class_impressions",
         choices=INPUTS,
@@ -235,8 +241,8 @@ class RobustParams(Params):
         low_open=True,
         doc="robust z-score above which a client is flagged",
     )
-    steps: int = param(15, low=0, doc="Adam steps of the input searches")
-    lr: float = param(0.1, low=0.0, low_open=True, doc="their learning rate")
+    steps: int = param(8, low=0, doc="Adam steps of the input searches")
+    lr: float = param(0.2, low=0.0, low_open=True, doc="their learning rate")
     reference: str = param(
         "auto",
         choices=REFERENCES,
@@ -253,13 +259,13 @@ class RobustParams(Params):
         2.0, low=1.0, doc="cap reported counts at this x the median; null: off"
     )
     median_rounds: int = param(
-        0, low=0, doc="the first rounds aggregate the unflagged by their median"
+        1, low=0, doc="the first rounds aggregate the unflagged by their median"
     )
     universal: bool = param(
-        False, doc="search one perturbation shared by all inputs of a client"
+        True, doc="search one perturbation shared by all inputs of a client"
     )
     aim_gate: float = param(
-        0.0,
+        0.8,
         low=0.0,
         high=1.0,
         doc="flag only if one class gains more than this on the searched inputs",
@@ -372,8 +378,8 @@ class RobustFedDefender(Defense):
 
     def scores(
         self, server_round: int, global_state: State, states: list[State]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(confidence, raw statistic) per client, on the actor when Ray runs."""
+    ) -> RobustScores:
+        """The round's scores, on the actor when Ray runs."""
         job = self.job_for_round(server_round, len(states))
         if self.remote is not None and ray_running():
             return self.remote.call(run_robust_job, job, global_state, states)
@@ -381,7 +387,7 @@ class RobustFedDefender(Defense):
 
     def verdict(self, rnd: RoundInput) -> Verdict:
         ids = rnd.ids
-        confidence, raw = self.scores(
+        confidence, raw, aim = self.scores(
             rnd.server_round, rnd.global_state, [u.state for u in rnd.updates]
         )
         decay = self.params.memory_decay
@@ -402,6 +408,8 @@ class RobustFedDefender(Defense):
                 (cid for cid in ids if capped[cid] < counts[cid]), key=int
             ),
         }
+        if aim is not None:
+            details["aim"] = dict(zip(ids, aim.tolist(), strict=True))
         kept = [u for u in rnd.updates if u.cid not in flagged]
         if rnd.server_round <= self.params.median_rounds and kept:
             return median_verdict(rnd, kept, flagged, scores, details)

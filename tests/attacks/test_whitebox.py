@@ -208,8 +208,8 @@ def test_whitebox_robust_lowers_its_disagreement_z_score(gate):
     plain = round_states(Backdoor(), lr=1e-3, **setting)
     attack = WhiteboxRobust(**KNOWS, steps=5, num_inputs=10, gate=gate)
     evading = round_states(attack, lr=1e-3, **setting)
-    _, z_before = defense.scores(2, glob, plain)
-    _, z_after = defense.scores(2, glob, evading)
+    z_before = defense.scores(2, glob, plain).statistic
+    z_after = defense.scores(2, glob, evading).statistic
     assert float(z_before[0]) > params.z_cut, "the plain backdoor is caught"
     assert float(z_after[0]) < float(z_before[0])
 
