@@ -388,7 +388,9 @@ class FLDetector(Defense):
         return Verdict(
             weights=weights,
             flagged=flagged,
-            scores=scores,
+            # before detection starts nobody is judged: no detection metrics
+            # (a recall of 0 would count rounds it cannot see as misses)
+            scores=scores if clusters is not None else None,
             model=model,
             details={
                 "detecting": clusters is not None,

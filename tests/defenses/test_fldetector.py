@@ -104,10 +104,10 @@ def _simulate(defense, rounds=7, attacker=None, noise=0.01, seed=0, n=10, dim=8)
 
 def test_a_client_inconsistent_with_its_prediction_is_flagged_after_warm_up():
     verdicts = _simulate(build("fldetector"), attacker=0)
-    # Rounds 1-2: no history, FedAvg, nobody flagged, scores 0.
+    # Rounds 1-2: no history, FedAvg, nobody flagged, no scores (not judged).
     for v in verdicts[:2]:
         assert v.flagged == [] and not v.details["detecting"]
-        assert set(v.scores.values()) == {0.0} and v.weights["0"] == 100.0
+        assert v.scores is None and v.weights["0"] == 100.0
     # From round 3 (one (dW, dG) pair): the attacker, and only it.
     for v in verdicts[2:]:
         assert v.flagged == ["0"] and v.details["clusters"] >= 2
