@@ -7,7 +7,7 @@ after round 1, final clean accuracy, mean recall and precision over the rounds
 where defined, benign client-rounds flagged, the attackers' share of the
 aggregate after round 1, and the defence's seconds per round.
 
-    python benchmarks/robust_dev_runs.py multirun/dev/robust_dev \
+    python benchmarks/robust_dev_runs.py multirun/dev/robust_dev \\
         multirun/<commit>/robust_dev
 """
 
