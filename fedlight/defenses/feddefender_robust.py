@@ -224,7 +224,7 @@ class RobustParams(Params):
     theta: float = param(
         0.5, low=0.0, high=1.0, doc="exclude a client whose suspicion exceeds this"
     )
-    num_inputs: int = param(10, low=1, doc="shared starting inputs per round")
+    num_inputs: int = param(20, low=1, doc="shared starting inputs per round")
     inputs: str = param(
         "class_impressions",
         choices=INPUTS,
@@ -241,8 +241,8 @@ class RobustParams(Params):
         low_open=True,
         doc="robust z-score above which a client is flagged",
     )
-    steps: int = param(8, low=0, doc="Adam steps of the input searches")
-    lr: float = param(0.2, low=0.0, low_open=True, doc="their learning rate")
+    steps: int = param(15, low=0, doc="Adam steps of the input searches")
+    lr: float = param(0.1, low=0.0, low_open=True, doc="their learning rate")
     reference: str = param(
         "auto",
         choices=REFERENCES,
@@ -259,13 +259,13 @@ class RobustParams(Params):
         2.0, low=1.0, doc="cap reported counts at this x the median; null: off"
     )
     median_rounds: int = param(
-        1, low=0, doc="the first rounds aggregate the unflagged by their median"
+        0, low=0, doc="the first rounds aggregate the unflagged by their median"
     )
     universal: bool = param(
-        True, doc="search one perturbation shared by all inputs of a client"
+        False, doc="search one perturbation shared by all inputs of a client"
     )
     aim_gate: float = param(
-        0.8,
+        0.0,
         low=0.0,
         high=1.0,
         doc="flag only if one class gains more than this on the searched inputs",

@@ -97,7 +97,7 @@ def test_disagreement_matches_the_one_input_loop():
     slow = disagreement_loop(model, reference, states, starts, (0.0, 1.0), steps=5)
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
     # the reference against itself: 0 up to the grouped convolution's rounding
-    assert abs(float(fast[0])) < 1e-8 and slow[0] == 0.0
+    assert abs(float(fast[0])) < 1e-6 and slow[0] == 0.0
     # the first generation's per-client engine agrees as well
     old = disagreement_per_client(model, reference, states, starts, (0.0, 1.0), steps=5)
     torch.testing.assert_close(fast, old, rtol=1e-4, atol=1e-6)
@@ -381,7 +381,7 @@ def test_universal_search_matches_the_per_client_oracle():
     fast = disagreement(*args, steps=5, universal=True)
     slow = disagreement_per_client(*args, steps=5, universal=True)
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
-    assert abs(float(fast[0])) < 1e-8
+    assert abs(float(fast[0])) < 1e-6
     # one shared perturbation is a weaker search than one per input
     assert (fast[1:] <= disagreement(*args, steps=5)[1:] + 1e-6).all()
 
