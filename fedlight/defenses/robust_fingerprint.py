@@ -249,6 +249,44 @@ def _frozen(
     return net
 
 
+def _ascend(
+    start: Tensor,
+    bounds: tuple[float, float],
+    steps: int,
+    lr: float,
+    loss: Callable[[Tensor], Tensor],
+    universal: bool = False,
+    axis: int = 0,
+) -> Tensor:
+    """Adam descent of ``loss`` over the inputs, pixels kept in ``bounds``;
+    returns the final inputs (no gradient).
+
+    ``universal``: one perturbation, shared along ``axis`` (the K inputs), is
+    moved instead of each input, and ``start + delta`` is clipped to ``bounds``.
+    """
+    if universal:
+        searched = torch.zeros_like(start.narrow(axis, 0, 1)).requires_grad_(True)
+
+        def view() -> Tensor:
+            return (start + searched).clamp(*bounds)
+    else:
+        searched = start.clone().requires_grad_(True)
+
+        def view() -> Tensor:
+            return searched
+
+    opt = torch.optim.Adam([searched], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss(view()).backward()
+        opt.step()
+        if not universal:
+            with torch.no_grad():
+                searched.clamp_(*bounds)
+    with torch.no_grad():
+        return view()
+
+
 def _search(
     client: nn.Module,
     reference: nn.Module,
@@ -259,38 +297,15 @@ def _search(
     scale: float,
     universal: bool = False,
 ) -> Tensor:
-    """Adam ascent of the client's KL from the reference, pixels kept in range.
+    """Adam ascent of the client's KL from the reference (see :func:`_ascend`);
+    the KL per input at the end."""
 
-    ``universal``: one perturbation added to every input (searched instead of
-    the inputs themselves), pixels of ``start + delta`` clipped to ``bounds``.
-    """
-    if universal:
-        delta = torch.zeros_like(start[:1]).requires_grad_(True)
+    def loss(x: Tensor) -> Tensor:
+        return -kl_per_input(reference(x), client(x)).sum() * scale
 
-        def view() -> Tensor:
-            return (start + delta).clamp(*bounds)
-
-        searched = delta
-    else:
-        x = start.clone().requires_grad_(True)
-
-        def view() -> Tensor:
-            return x
-
-        searched = x
-    opt = torch.optim.Adam([searched], lr=lr)
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        inputs = view()
-        loss = -kl_per_input(reference(inputs), client(inputs)).sum() * scale
-        loss.backward()
-        opt.step()
-        if not universal:
-            with torch.no_grad():
-                x.clamp_(*bounds)
+    x = _ascend(start, bounds, steps, lr, loss, universal)
     with torch.no_grad():
-        inputs = view()
-        return kl_per_input(reference(inputs), client(inputs))
+        return kl_per_input(reference(x), client(x))
 
 
 def disagreement_loop(
@@ -349,11 +364,8 @@ def stacked_forward(
     its own K inputs in one vmapped call over the clients' stacked weights (a
     convolution becomes one grouped convolution). No gradient reaches the weights.
     """
-    net = copy.deepcopy(model).to(device).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    names = [n for n, _ in net.named_parameters()] + [n for n, _ in net.named_buffers()]
-    stacked = {n: torch.stack([s[n] for s in states]).to(device) for n in names}
+    net = _frozen(model, states[0], device)  # a template: its weights are replaced
+    stacked = {n: torch.stack([s[n] for s in states]).to(device) for n in states[0]}
 
     def one(weights: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(net, weights, (x,))
@@ -406,37 +418,24 @@ def disagreement(
     clients = stacked_forward(model, states, dev)
     k = len(starts)
     x0 = starts.to(dev).unsqueeze(0).expand(len(states), *starts.shape)
-    if universal:  # one perturbation per client, shared by its K inputs
-        searched = torch.zeros_like(x0[:, :1]).requires_grad_(True)
 
-        def view() -> Tensor:
-            return (x0 + searched).clamp(*bounds)
-    else:
-        searched = x0.clone().requires_grad_(True)
+    def outputs(x: Tensor) -> tuple[Tensor, Tensor]:
+        """(client, reference) logits, ``(clients * K, classes)`` each."""
+        return clients(x).flatten(0, 1), ref(x.flatten(0, 1))
 
-        def view() -> Tensor:
-            return searched
+    def loss(x: Tensor) -> Tensor:
+        out, ref_out = outputs(x)
+        return -kl_per_input(ref_out, out).sum() / k
 
-    opt = torch.optim.Adam([searched], lr=lr)
-
-    def kl(x: Tensor) -> Tensor:
-        out = clients(x).flatten(0, 1)
-        return kl_per_input(ref(x.flatten(0, 1)), out).view(len(states), k)
-
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        (-kl(view()).sum() / k).backward()
-        opt.step()
-        if not universal:
-            with torch.no_grad():
-                searched.clamp_(*bounds)
+    # one perturbation per client, shared by its K inputs (axis 1), if universal
+    x = _ascend(x0, bounds, steps, lr, loss, universal, axis=1)
     with torch.no_grad():
+        out, ref_out = outputs(x)
+        kl = kl_per_input(ref_out, out).view(len(states), k).mean(dim=1).cpu()
         if not aim:
-            return kl(view()).mean(dim=1).cpu()
-        x = view()
-        out = clients(x).softmax(-1)  # (clients, K, classes)
-        ref_out = ref(x.flatten(0, 1)).softmax(-1).view_as(out)
-        return kl(x).mean(dim=1).cpu(), aimed(out, ref_out).cpu()
+            return kl
+        probs = out.softmax(-1).view(len(states), k, -1)  # (clients, K, classes)
+        return kl, aimed(probs, ref_out.softmax(-1).view_as(probs)).cpu()
 
 
 def aimed(client: Tensor, reference: Tensor) -> Tensor:
