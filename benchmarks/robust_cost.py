@@ -95,19 +95,9 @@ def engines(model_name: str, clients: int) -> dict[str, Callable[[], torch.Tenso
             lr=GEN1["lr"],
         )
 
-    def gen1() -> torch.Tensor:
-        return disagreement_per_client(
-            model,
-            global_state,
-            states,
-            impressions(),
-            BOUNDS,
-            steps=GEN1["steps"],
-            lr=GEN1["lr"],
-        )
-
-    def gen2_same() -> torch.Tensor:
-        return disagreement(
+    def search(engine: Callable[..., torch.Tensor]) -> Callable[[], torch.Tensor]:
+        """The first generation's search (its K, steps, lr) run by ``engine``."""
+        return lambda: engine(
             model,
             global_state,
             states,
@@ -137,8 +127,8 @@ def engines(model_name: str, clients: int) -> dict[str, Callable[[], torch.Tenso
     )
     return {
         "paper": lambda: score_clients(model, states, noise, na_t=0.0),
-        "gen1_loop": gen1,
-        "gen2_same": gen2_same,
+        "gen1_loop": search(disagreement_per_client),
+        "gen2_same": search(disagreement),
         "shipped": lambda: run_robust_job(job, global_state, states).confidence,
     }
 
