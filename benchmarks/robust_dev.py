@@ -29,14 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from robust_levers import collect, compose_setting  # noqa: E402
 
-from fedlight.defenses.feddefender_robust import CONSENSUS  # noqa: E402
-from fedlight.defenses.fingerprint import synthetic_inputs  # noqa: E402
-from fedlight.defenses.robust_fingerprint import (  # noqa: E402
-    class_impressions,
-    disagreement,
-    robust_z,
+from fedlight.defenses.feddefender_robust import (  # noqa: E402
+    RobustJob,
+    run_robust_job,
 )
-from fedlight.models import build_model  # noqa: E402
+from fedlight.defenses.robust_fingerprint import robust_z  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "robust_dev.json"
@@ -67,45 +64,32 @@ Z_CUT = 5.0
 
 
 def score(saved: dict, server_round: int, variant: dict[str, object]) -> dict:
-    """One variant on one round's states: z per client and the seconds taken."""
+    """One variant on one round's states, scored by the defence's own job: z
+    per client and the seconds taken."""
     ids = sorted(saved["states"])
     states = [saved["states"][c] for c in ids]
-    shape, mean, std = saved["input_shape"], saved["mean"], saved["std"]
-    model = build_model(saved["model"], saved["num_classes"], shape[0])
-    k, steps, lr = int(variant["k"]), int(variant["steps"]), float(variant["lr"])
-    start = time.perf_counter()
-    if variant.get("inputs", "class_impressions") == "noise":
-        inputs = synthetic_inputs(k, shape, mean, std, 11)
-    else:
-        inputs = class_impressions(
-            model,
-            saved["global"],
-            k,
-            shape,
-            mean,
-            std,
-            11,
-            num_classes=saved["num_classes"],
-            steps=steps,
-            lr=lr,
-        )
-    if server_round == 1:
-        reference = CONSENSUS[str(variant.get("ref1", "median"))](states)
-    else:
-        reference = saved["global"]
-    bounds = ((0.0 - mean) / std, (1.0 - mean) / std)
-    kl, aim = disagreement(
-        model,
-        reference,
-        states,
-        inputs,
-        bounds,
-        steps=steps,
-        lr=lr,
+    job = RobustJob(
+        model=saved["model"],
+        num_classes=saved["num_classes"],
+        input_shape=tuple(saved["input_shape"]),
+        mean=saved["mean"],
+        std=saved["std"],
+        seed=11,
+        num_inputs=int(variant["k"]),
+        inputs=str(variant.get("inputs", "class_impressions")),
+        fingerprint="disagreement",
+        z_cut=Z_CUT,
+        steps=int(variant["steps"]),
+        lr=float(variant["lr"]),
+        na_t=0.0,
+        num_attackers=1,
+        # round 1 against the clients' median unless "ref1" says otherwise
+        reference=str(variant.get("ref1", "median")) if server_round == 1 else "global",
         universal=bool(variant.get("universal", False)),
-        aim=True,
     )
-    z = robust_z(kl)
+    start = time.perf_counter()
+    found = run_robust_job(job, saved["global"], states)
+    kl, aim, z = found.kl, found.aim, found.statistic
     seconds = time.perf_counter() - start
     malicious = set(saved["malicious"])
     attackers = [float(z[i]) for i, c in enumerate(ids) if c in malicious]

@@ -152,6 +152,7 @@ class RobustScores(NamedTuple):
     confidence: torch.Tensor  # in [0, 1], before memory
     statistic: torch.Tensor  # the z-score (boolean: the leave-one-out confidence)
     aim: torch.Tensor | None = None  # disagreement only: :func:`aimed`
+    kl: torch.Tensor | None = None  # disagreement only: the mean KL reached
 
 
 def run_robust_job(
@@ -215,7 +216,7 @@ def run_robust_job(
         if job.aim_gate > 0:
             # only a search that sends the inputs to one class counts
             confidence = confidence * (aim > job.aim_gate)
-        return RobustScores(confidence, z, aim)
+        return RobustScores(confidence, z, aim, kl)
     return RobustScores(confidence_from_z(z, job.z_cut), z)
 
 
@@ -387,9 +388,10 @@ class RobustFedDefender(Defense):
 
     def verdict(self, rnd: RoundInput) -> Verdict:
         ids = rnd.ids
-        confidence, raw, aim = self.scores(
+        found = self.scores(
             rnd.server_round, rnd.global_state, [u.state for u in rnd.updates]
         )
+        confidence, raw, aim = found.confidence, found.statistic, found.aim
         decay = self.params.memory_decay
         if decay > 0:
             self.recall_suspicion(rnd)
