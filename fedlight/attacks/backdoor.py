@@ -112,16 +112,9 @@ class PreparedTriggerAttack(TriggerAttack):
     """A trigger made anew in each attacked round (:meth:`Attack.prepare`), from
     the global model and the attacker's memory: nothing to poison beforehand."""
 
-    def poison(
-        self,
-        client_id: int,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        pixel_max: float,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unchanged: the trigger is made and stamped in :meth:`prepare`."""
-        return x, y
+    # The data is left as it is (the base rule): the trigger is made and stamped
+    # in :meth:`prepare`.
+    poison = Attack.poison
 
 
 @ATTACKS.register("backdoor", order=10, paper="Gill et al., arXiv 2307.08672")
