@@ -1,7 +1,9 @@
 """The plug-in refactor changed how a defence talks to the server, not what it
 decides: FedDefender and the robust FedDefender give the per-round accuracy,
 ASR, confidences and flags recorded before it (tests/golden/before_plugins.json,
-commit d9001a7) on a small mnist_20 setting, through the whole stack."""
+commit d9001a7) on a small mnist_20 setting, through the whole stack. The
+robust FedDefender runs with the engine it had then (``engine=per_client``);
+its batched engine is compared with that one in test_feddefender_robust."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ def test_same_rounds_as_before_the_refactor(defense, data_root, ray_tmp, tmp_pat
         [
             *SMALL,
             f"defense={defense}",
+            *(["defense.engine=per_client"] if defense == "feddefender_robust" else []),
             f"dataset.root={data_root}",
             f"simulation.ray_temp_dir={ray_tmp}",
         ]

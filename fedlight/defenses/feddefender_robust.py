@@ -70,6 +70,7 @@ from fedlight.defenses.robust_fingerprint import (
     class_impressions,
     confidence_from_z,
     disagreement,
+    disagreement_per_client,
     outlier_scores,
     robust_z,
 )
@@ -79,6 +80,7 @@ from fedlight.seeding import derive_seed
 
 INPUTS = ("noise", "class_impressions")
 FINGERPRINTS = ("disagreement", "continuous", "boolean")
+ENGINES = ("batched", "per_client")
 
 State = Mapping[str, torch.Tensor]
 
@@ -104,6 +106,7 @@ class RobustJob:
     reference: str = "global"
     universal: bool = False
     aim_gate: float = 0.0
+    engine: str = "batched"
     device: str = "cpu"
     num_threads: int | None = None
 
@@ -199,7 +202,8 @@ def run_robust_job(
             reference = global_state
         else:
             reference = CONSENSUS[job.reference](states)
-        kl, aim = disagreement(
+        search = disagreement if job.engine == "batched" else disagreement_per_client
+        kl, aim = search(
             model,
             reference,
             states,
@@ -271,6 +275,11 @@ class RobustParams(Params):
         high=1.0,
         doc="flag only if one class gains more than this on the searched inputs",
     )
+    engine: str = param(
+        "batched",
+        choices=ENGINES,
+        doc="batched (all clients at once) | per_client (the first generation's)",
+    )
     na_t: float = param(0.0, doc="boolean fingerprint only: the on threshold")
     num_attackers: int | None = param(
         None, low=1, doc="boolean fingerprint only; null: server.max_attackers"
@@ -331,6 +340,7 @@ class RobustFedDefender(Defense):
             num_attackers=self.num_attackers,
             universal=p.universal,
             aim_gate=p.aim_gate,
+            engine=p.engine,
             device="cuda" if p.num_gpus > 0 else context.device,
         )
 

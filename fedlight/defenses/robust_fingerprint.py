@@ -341,20 +341,32 @@ def disagreement_per_client(
     lr: float = 0.1,
     device: str | torch.device = "cpu",
     universal: bool = False,
-) -> Tensor:
+    aim: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """The first generation's engine (a model copy and one search per client,
-    all K inputs in one batch), kept for the benchmark and as the oracle of the
-    universal search, whose inputs share one perturbation and so cannot be
-    searched one at a time."""
+    all K inputs in one batch): ``defense.engine=per_client``, the benchmark's
+    baseline and the oracle of the universal search, whose inputs share one
+    perturbation and so cannot be searched one at a time. Returns what
+    :func:`disagreement` returns."""
     dev = torch.device(device)
     ref = _frozen(model, reference, dev)
     x0 = starts.to(dev)
-    result = []
+    kls, aims = [], []
     for state in states:
         client = _frozen(model, state, dev)
-        kl = _search(client, ref, x0, bounds, steps, lr, 1.0 / len(starts), universal)
-        result.append(kl.mean().cpu())
-    return torch.stack(result) if result else torch.zeros(0)
+
+        def loss(x: Tensor, client: nn.Module = client) -> Tensor:
+            return -kl_per_input(ref(x), client(x)).sum() / len(starts)
+
+        x = _ascend(x0, bounds, steps, lr, loss, universal)
+        with torch.no_grad():
+            out, ref_out = client(x), ref(x)
+            kls.append(kl_per_input(ref_out, out).mean().cpu())
+            aims.append(aimed(out.softmax(-1)[None], ref_out.softmax(-1)[None])[0])
+    kl = torch.stack(kls) if kls else torch.zeros(0)
+    if not aim:
+        return kl
+    return kl, torch.stack(aims).cpu() if aims else torch.zeros(0)
 
 
 def stacked_forward(

@@ -436,3 +436,16 @@ def test_aim_gate_only_lets_a_search_aimed_at_one_class_flag():
     assert gated.details["statistic"]["4"] == pytest.approx(
         plain.details["statistic"]["4"]
     )
+
+
+@pytest.mark.parametrize("universal", [False, True])
+def test_both_engines_give_the_same_kl_and_aim(universal):
+    torch.manual_seed(0)
+    model = build_model("convnet")
+    reference = build_model("convnet").state_dict()
+    states = [build_model("convnet").state_dict() for _ in range(3)]
+    args = (model, reference, states, torch.rand(4, 1, 32, 32), (0.0, 1.0))
+    fast = disagreement(*args, steps=4, universal=universal, aim=True)
+    slow = disagreement_per_client(*args, steps=4, universal=universal, aim=True)
+    for got, want in zip(fast, slow, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
