@@ -38,7 +38,12 @@ from pathlib import Path
 
 import torch
 
-from fedlight.defenses.feddefender_robust import RobustJob, RobustParams, run_robust_job
+from fedlight.defenses.base import DefenseContext
+from fedlight.defenses.feddefender_robust import (
+    RobustFedDefender,
+    RobustParams,
+    run_robust_job,
+)
 from fedlight.defenses.fingerprint import score_clients, synthetic_inputs
 from fedlight.defenses.robust_fingerprint import (
     class_impressions,
@@ -107,24 +112,13 @@ def engines(model_name: str, clients: int) -> dict[str, Callable[[], torch.Tenso
             lr=GEN1["lr"],
         )
 
-    shipped = shipped_defaults()
-    job = RobustJob(
-        model=model_name,
-        num_classes=CLASSES,
-        input_shape=SHAPE,
-        mean=MEAN,
-        std=STD,
-        seed=7,
-        num_inputs=int(shipped["num_inputs"]),
-        inputs=str(shipped["inputs"]),
-        fingerprint=str(shipped["fingerprint"]),
-        z_cut=float(shipped["z_cut"]),
-        steps=int(shipped["steps"]),
-        lr=float(shipped["lr"]),
-        na_t=0.0,
-        num_attackers=1,
-        reference="global",
+    # the job the defence itself builds for a round after the first (reference:
+    # the global model), so every shipped lever (universal, aim, engine) is in it
+    defense = RobustFedDefender(
+        RobustParams(remote=False),
+        DefenseContext(model_name, CLASSES, SHAPE, MEAN, STD, seed=7),
     )
+    job = defense.job_for_round(2, clients)
     return {
         "paper": lambda: score_clients(model, states, noise, na_t=0.0),
         "gen1_loop": search(disagreement_per_client),

@@ -81,6 +81,7 @@ def collect(setting: str, cfg: DictConfig, rounds: int, cache: Path) -> list[Pat
             {
                 "global": global_state,
                 "states": states,
+                "counts": counts,  # reported, with any boost
                 "malicious": sorted(malicious),
                 "mean": data.mean,
                 "std": data.std,

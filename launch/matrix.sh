@@ -178,6 +178,12 @@ robust_test_adaptive() {
     robust_test adaptive '+experiment=mnist_20,fmnist_20' "${TEST_ATTACK[@]}" \
         attack=backdoor 'attack.rounds=1::3,6:'
 }
+HARDER_ALPHAS=${HARDER_ALPHAS:-0.3}
+robust_test_harder_choice() {  # FedAvg only, never the defence: which Dirichlet alpha
+    # (0.3, else HARDER_ALPHAS=0.2) still lets the test attack reach ASR >= 0.8
+    run robust_test/harder_choice "seed=$TEST_SEEDS" '+experiment=mnist_20_dirichlet05' \
+        "partition.alpha=$HARDER_ALPHAS" defense=none "${TEST_ATTACK[@]}" "${NAMED[@]}"
+}
 robust_test_noattack() {
     robust_test noattack '+experiment=mnist_20_noattack'
     robust_test noattack '+experiment=mnist_20_dirichlet05' attack=none

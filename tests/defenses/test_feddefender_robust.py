@@ -388,7 +388,9 @@ def test_universal_search_matches_the_per_client_oracle():
 
 def test_median_rounds_aggregate_the_unflagged_by_their_median():
     models = perturbed(6, odd_one=4)
-    defense = robust(fingerprint="continuous", steps=5, median_rounds=1)
+    defense = robust(
+        fingerprint="continuous", steps=5, median_rounds=1, median="coordinate"
+    )
     first = _screen(defense, 1, models)
     assert first.flagged == ["4"] and first.details["aggregation"] == "median"
     kept = [m for i, m in enumerate(models) if i != 4]
@@ -400,6 +402,25 @@ def test_median_rounds_aggregate_the_unflagged_by_their_median():
     # from round 2 on, FedAvg of the unflagged again
     second = _screen(defense, 2, perturbed(6, odd_one=None, seed=1))
     assert second.model is None and "aggregation" not in second.details
+
+
+def test_geometric_median_round_is_the_point_of_least_summed_distance():
+    models = perturbed(6, odd_one=4)
+    # theta 1: nobody is excluded, so the odd model is in the median's input
+    defense = robust(fingerprint="continuous", steps=5, median_rounds=1, theta=1.0)
+    first = _screen(defense, 1, models)
+    assert first.flagged == [] and first.details["aggregation"] == "geometric_median"
+    shares = np.array([first.weights[str(c)] for c in range(6)])
+    assert shares.sum() == pytest.approx(1.0) and shares[4] < 0.05
+    keys = [k for k, v in models[0].items() if v.dtype.kind == "f"]
+    points = np.stack([np.concatenate([m[k].ravel() for k in keys]) for m in models])
+    point = shares @ points
+
+    def summed_distance(x):
+        return np.linalg.norm(points - x, axis=1).sum()
+
+    for other in [*points, points.mean(axis=0), np.median(points, axis=0)]:
+        assert summed_distance(point) <= summed_distance(other) * (1 + 1e-6)
 
 
 def test_aimed_is_the_largest_one_class_gain():
