@@ -10,7 +10,9 @@
 # _reference, _continuous that can run one at a time in any order (two at once on
 # 2 cores is slower than one after the other: each job ~2.4x longer).
 # Each chunk writes its own sweep folder under multirun/ (MATRIX_DIR), so a chunk that
-# fails loses only its own jobs; `report` reads whatever finished.
+# fails loses only its own jobs; `report` reads whatever finished. With
+# MATRIX_DIR=docs/results/runs/<commit> each job's config.yaml and results.json are
+# kept in git (that folder's .gitignore), so tables and resumes survive a new checkout.
 #
 # The defence zoo (docs/results/zoo/, issue 15): every defence in the paper's four
 # settings and the harder ones, seeds 0-2, on the full datasets. One job is ~6-7 min on
