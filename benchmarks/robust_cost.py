@@ -33,7 +33,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -75,8 +75,7 @@ def client_states(model: torch.nn.Module, clients: int, seed: int = 0) -> list:
 
 def shipped_defaults() -> dict[str, object]:
     """``defense=feddefender_robust``'s shipped parameter values."""
-    params = RobustParams()
-    return {f.name: getattr(params, f.name) for f in fields(params)}
+    return asdict(RobustParams())
 
 
 def engines(model_name: str, clients: int) -> dict[str, Callable[[], torch.Tensor]]:

@@ -33,52 +33,49 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedlight.defenses.rfa import weiszfeld_weights
+from fedlight.aggregation import fedavg
+from fedlight.defenses.fedavg_cap import cap_counts
+from fedlight.defenses.rfa import geometric_median_shares
+from fedlight.defenses.vectors import flatten
 from fedlight.simulate import prepare_experiment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robust_levers import HERE, collect, compose_setting  # noqa: E402
 
 RESULTS = HERE / "results" / "robust_round1.json"
-Stack = dict[str, np.ndarray]  # key -> (clients, ...) float array
+States = list[dict[str, np.ndarray]]  # the clients' float arrays, in client order
 
 
-def _mean(stack: Stack, weights: np.ndarray) -> dict[str, np.ndarray]:
-    w = weights / weights.sum()
-    return {k: np.tensordot(w, v, axes=1) for k, v in stack.items()}
+def weighted(states: States, counts: np.ndarray) -> dict[str, np.ndarray]:
+    return fedavg(states, counts.tolist())
 
 
-def fedavg(stack: Stack, counts: np.ndarray) -> dict[str, np.ndarray]:
-    return _mean(stack, counts.astype(float))
+def capped(states: States, counts: np.ndarray) -> dict[str, np.ndarray]:
+    limit = cap_counts(dict(enumerate(counts.tolist())), 2.0)  # the robust default
+    return fedavg(states, [limit[i] for i in range(len(states))])
 
 
-def fedavg_cap(stack: Stack, counts: np.ndarray) -> dict[str, np.ndarray]:
-    return _mean(stack, np.minimum(counts, 2.0 * np.median(counts)).astype(float))
+def median(states: States, counts: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: np.median([s[k] for s in states], axis=0) for k in states[0]}
 
 
-def median(stack: Stack, counts: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: np.median(v, axis=0) for k, v in stack.items()}
-
-
-def trimmed_mean(stack: Stack, counts: np.ndarray) -> dict[str, np.ndarray]:
-    cut = int(0.2 * len(counts))
+def trimmed_mean(states: States, counts: np.ndarray) -> dict[str, np.ndarray]:
+    cut = int(0.2 * len(states))
     return {
-        k: np.sort(v, axis=0)[cut : len(counts) - cut].mean(axis=0)
-        for k, v in stack.items()
+        k: np.sort([s[k] for s in states], axis=0)[cut : len(states) - cut].mean(0)
+        for k in states[0]
     }
 
 
-def geometric_median(stack: Stack, counts: np.ndarray) -> dict[str, np.ndarray]:
-    points = np.concatenate([v.reshape(len(counts), -1) for v in stack.values()], 1)
-    weights, _ = weiszfeld_weights(
-        points, np.ones(len(counts)), max_iter=100, nu=1e-6, ftol=1e-6
-    )
-    return _mean(stack, weights)
+def geometric_median(states: States, counts: np.ndarray) -> dict[str, np.ndarray]:
+    keys = list(states[0])
+    shares = geometric_median_shares(np.stack([flatten(s, keys) for s in states]))
+    return fedavg(states, shares.tolist())
 
 
-RULES: dict[str, Callable[[Stack, np.ndarray], dict[str, np.ndarray]]] = {
-    "fedavg": fedavg,
-    "fedavg_cap": fedavg_cap,
+RULES: dict[str, Callable[[States, np.ndarray], dict[str, np.ndarray]]] = {
+    "fedavg": weighted,
+    "fedavg_cap": capped,
     "median": median,
     "trimmed_mean": trimmed_mean,
     "geometric_median": geometric_median,
@@ -94,12 +91,12 @@ def measure(setting: str, seed: int, cache: Path) -> dict[str, dict[str, float]]
     exp = prepare_experiment(cfg)
     counts = np.array([saved["counts"][c] for c in sorted(saved["states"])], float)
     floats = [k for k, v in states[0].items() if v.is_floating_point()]
-    stack = {k: np.stack([s[k].numpy() for s in states]) for k in floats}
+    arrays = [{k: s[k].numpy() for k in floats} for s in states]
     evaluator = exp.evaluator(cfg)
     out = {}
     for name, rule in RULES.items():
         state = {k: v.clone() for k, v in saved["global"].items()}
-        for k, v in rule(stack, counts).items():
+        for k, v in rule(arrays, counts).items():
             state[k] = torch.as_tensor(v, dtype=state[k].dtype)
         m = evaluator(state)
         out[name] = {"accuracy": m["accuracy"], "asr": m["asr"]}

@@ -57,6 +57,16 @@ def weiszfeld_weights(
     return weights, max_iter
 
 
+def geometric_median_shares(points: np.ndarray) -> np.ndarray:
+    """Each row's share (summing to 1) of the unweighted geometric median of
+    ``points`` (clients, dim), run to convergence (up to 100 Weiszfeld steps,
+    not the paper's 4): the median itself is wanted, not a few steps towards it."""
+    weights, _ = weiszfeld_weights(
+        points, np.ones(len(points)), max_iter=100, nu=1e-6, ftol=1e-6
+    )
+    return weights / weights.sum()
+
+
 @DEFENSES.register(
     "rfa", params=RFAParams, order=75, paper="Pillutla et al., IEEE TSP 2022"
 )
