@@ -1,8 +1,9 @@
-"""``python -m fedlight.report DIR [--out OUT]``: one table over a study's runs.
+"""``python -m fedlight.report DIR [DIR ...] [--out OUT]``: one table over runs.
 
-Reads every run directory under DIR (a Hydra multirun, or any tree of runs) that
-holds ``results.json`` beside its resolved ``config.yaml``, groups the runs by
-setting (experiment name, attack, training-set size) and defence, and writes
+Reads every run directory under each DIR (a Hydra multirun, or any tree of runs)
+that holds ``results.json`` beside its resolved ``config.yaml``, groups the runs
+by setting (experiment name, the task keys a run overrode, training-set size),
+attack (with the attack keys that tell it apart) and defence, and writes
 
 - ``OUT/table.md``: mean ± 95% confidence half-width over seeds of final clean
   accuracy, final and max ASR, detection precision / recall / false-positive
@@ -30,7 +31,7 @@ import math
 import re
 import statistics
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ METRICS = (
     "attacker_weight",
     "defense_seconds",
     "seconds",
+    "accuracy_drop",
 )
 HEADERS = {
     "accuracy": "final clean acc.",
@@ -67,6 +69,7 @@ HEADERS = {
     "attacker_weight": "attacker weight r≥2",
     "defense_seconds": "defence s/round",
     "seconds": "wall time (s)",
+    "accuracy_drop": "acc. below FedAvg",
 }
 
 
@@ -86,6 +89,12 @@ class Run:
     asr_curve: list[float | None]
     task: str = ""  # what FedAvg's clean accuracy depends on (see task_key)
     commit: str | None = None  # the code that ran (results.json's "code")
+    # What the run set otherwise than its experiment (see experiment_overrides):
+    # task keys name their own setting, attack keys their own attack cell.
+    task_overrides: tuple[str, ...] = ()
+    attack_overrides: tuple[str, ...] = ()
+    # Attack overrides every run of its setting shares: in the caption, not the label.
+    shared: tuple[str, ...] = ()
 
 
 @dataclass
@@ -254,6 +263,108 @@ def attack_label(config: dict[str, Any], choices: dict[str, str]) -> str:
     return name
 
 
+# The learning task beside the experiment's name: where the data lives and how it
+# is fetched are not part of it, nor the training-set cap (setting_key's own).
+_TASK_NODES: dict[str, tuple[str, ...] | None] = {
+    "dataset": ("name", "image_size"),
+    "model": None,
+    "partition": None,
+    "client": None,
+}
+_TASK_KEYS = ("num_clients", "clients_per_round", "num_rounds")
+
+
+@functools.cache
+def _experiment_config(experiment: str, attack: str) -> dict[str, Any] | None:
+    """What ``+experiment=EXPERIMENT attack=ATTACK`` composes to with this
+    checkout's configs; None for a name that is no shipped experiment."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    import fedlight.configs
+    from fedlight.registry import load_plugins
+
+    folder = Path(fedlight.configs.__file__).parent / "experiment"
+    if not (folder / f"{experiment}.yaml").is_file():
+        return None
+    load_plugins()
+    overrides = [f"+experiment={experiment}"]
+    if attack in _registry("attack"):
+        overrides.append(f"attack={attack}")
+    try:
+        with initialize_config_module(
+            config_module="fedlight.configs", version_base="1.3"
+        ):
+            cfg = compose(config_name="config", overrides=overrides)
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception as err:  # noqa: BLE001 - a report must not die on one config
+        log.warning("cannot compose %s: %s", " ".join(overrides), err)
+        return None
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def _differences(
+    run: dict[str, Any], base: dict[str, Any], keys: Iterable[str], prefix: str = ""
+) -> list[str]:
+    """``prefix+key=value`` for each of ``keys`` that both configs hold and the
+    run set otherwise."""
+    return [
+        f"{prefix}{key}={_show(run[key])}"
+        for key in keys
+        if key in run and key in base and run[key] != base[key]
+    ]
+
+
+def experiment_overrides(
+    config: dict[str, Any], attack: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The task keys and the attack keys a run set otherwise than its experiment
+    (``+experiment=NAME attack=ATTACK`` composed with this checkout's configs):
+    ``partition.alpha=0.3`` on ``mnist_20_dirichlet05`` is another setting, and
+    ``gate=True`` on ``whitebox_robust`` another attack, never the same cell.
+    Nothing for a run whose experiment is not shipped."""
+    base = _experiment_config(str(config.get("name", "")), attack)
+    if base is None:
+        return (), ()
+    task = _differences(config, base, _TASK_KEYS)
+    for node, keys in _TASK_NODES.items():
+        ours, theirs = config.get(node) or {}, base.get(node) or {}
+        task += _differences(ours, theirs, keys or theirs, prefix=f"{node}.")
+    ours, theirs = config.get("attack") or {}, base.get("attack") or {}
+    # in the shipped order; the name is the label's, and the scale its `xS`
+    attack_keys = [k for k in theirs if k not in ("name", "scale")]
+    return tuple(task), tuple(_differences(ours, theirs, attack_keys))
+
+
+def share_attack_overrides(runs: list[Run]) -> None:
+    """Label each run's attack with the overrides that tell it apart from other
+    runs of its setting (``whitebox_robust [gate=True]``); overrides every run of
+    the setting shares (the test settings' attacker, target and trigger) go to
+    ``shared``, which the caption states once."""
+    by_setting: dict[str, list[Run]] = {}
+    for run in runs:
+        by_setting.setdefault(setting_key(run), []).append(run)
+    for members in by_setting.values():
+        attacked = [r for r in members if r.attack != "none"]
+        common = (
+            set.intersection(*(set(r.attack_overrides) for r in attacked))
+            if attacked
+            else set()
+        )
+        for run in attacked:
+            own = [o for o in run.attack_overrides if o not in common]
+            run.shared = tuple(o for o in run.attack_overrides if o in common)
+            if own:
+                run.attack = f"{run.attack} [{', '.join(own)}]"
+
+
 def trained_on(first_round: dict[str, Any], num_clients: int | None) -> int | None:
     """How many training images a run's clients held: the sum of their
     ``train-examples`` in a round every client took part in; None where a round
@@ -304,12 +415,16 @@ def load_run(results_path: Path) -> Run | None:
         ),
         "defense_seconds": _mean_defined(r.get("defense_seconds") for r in rounds),
         "seconds": results.get("seconds"),
+        "accuracy_drop": None,  # set by summarise, against FedAvg's clean runs
     }
     dataset = config.get("dataset") or {}
     train_samples = dataset.get("max_train_samples")
     held = trained_on(rounds[0], config.get("num_clients"))
     if train_samples is not None and held is not None and held < train_samples:
         train_samples = None  # the cap is above the dataset's size: it kept all
+    task, attack_changed = experiment_overrides(
+        config, _label(config, choices, "attack")
+    )
     return Run(
         path=run_dir,
         experiment=str(config.get("name", "default")),
@@ -323,6 +438,8 @@ def load_run(results_path: Path) -> Run | None:
         asr_curve=asr_curve,
         task=task_key(config, train_samples),
         commit=_commit(results.get("code")),
+        task_overrides=task,
+        attack_overrides=attack_changed,
     )
 
 
@@ -393,11 +510,15 @@ def find_runs(root: Path) -> tuple[list[Run], list[Path]]:
 
 
 def setting_key(run: Run) -> str:
-    """The setting a run belongs to: the experiment, and the training-set cap when
-    there is one (a subsampled run never shares a cell with a full one)."""
+    """The setting a run belongs to: the experiment, the task keys it overrode
+    (``mnist_20_dirichlet05 [partition.alpha=0.3]``), and the training-set cap
+    when there is one (a subsampled run never shares a cell with a full one)."""
+    key = run.experiment
+    if run.task_overrides:
+        key += f" [{', '.join(run.task_overrides)}]"
     if run.train_samples is None:
-        return run.experiment
-    return f"{run.experiment} ({run.train_samples} train)"
+        return key
+    return f"{key} ({run.train_samples} train)"
 
 
 def section(setting: str, attack: str) -> str:
@@ -418,10 +539,19 @@ def summarise(runs: list[Run]) -> list[Row]:
     The std is the sample std (n - 1); None with a single seed or where a metric
     is undefined (no ASR without a target; no detection without scores). Holding
     needs FedAvg's run without attack in the same setting (``attack=none
-    defense=none``); without it ``held`` is None.
+    defense=none``); without it ``held`` and ``accuracy_drop`` (FedAvg's mean
+    clean accuracy on the run's task minus the run's) are None.
     """
+    clean_runs: dict[str, list[float]] = {}
+    for run in runs:
+        if run.attack == "none" and run.defense == "none":
+            clean_runs.setdefault(run.task, []).append(float(run.metrics["accuracy"]))
+    clean = {task: statistics.fmean(accs) for task, accs in clean_runs.items()}
     cells: dict[tuple[str, str, str], list[Run]] = {}
     for run in runs:
+        accuracy = run.metrics["accuracy"]
+        if run.task in clean and accuracy is not None:
+            run.metrics["accuracy_drop"] = clean[run.task] - float(accuracy)
         cells.setdefault((setting_key(run), run.attack, run.defense), []).append(run)
     rows = []
     for (setting, attack, defense), members in cells.items():
@@ -435,11 +565,6 @@ def summarise(runs: list[Run]) -> list[Row]:
             for metric in METRICS
         }
         rows.append(Row(setting, attack, defense, [r.seed for r in members], values))
-    clean_runs: dict[str, list[float]] = {}
-    for run in runs:
-        if run.attack == "none" and run.defense == "none":
-            clean_runs.setdefault(run.task, []).append(float(run.metrics["accuracy"]))
-    clean = {task: statistics.fmean(accs) for task, accs in clean_runs.items()}
     for row in rows:
         members = cells[(row.setting, row.attack, row.defense)]
         judged = [
@@ -461,6 +586,7 @@ OVERVIEW = (
     "fpr",
     "attacker_weight",
     "accuracy",
+    "accuracy_drop",
     "defense_seconds",
 )
 _OPERATORS = {"<=": float.__le__, ">=": float.__ge__}
@@ -670,7 +796,9 @@ def caption(runs: list[Run]) -> str:
         "rounds where defined (flagged or excluded clients against the round's "
         "attackers); – for defences that exclude no whole client. With no attack "
         "only the FPR is defined, and it is what counts. Max ASR r≥2: the highest "
-        "ASR after round 1. Defence s/round: the server-side defence's mean wall "
+        "ASR after round 1. Acc. below FedAvg: FedAvg's mean clean accuracy "
+        "without attack on the same task minus the run's final accuracy. "
+        "Defence s/round: the server-side defence's mean wall "
         "time per round; wall time: the whole run, Ray start-up included (both "
         "depend on what else the machine was running).",
     ]
@@ -683,6 +811,17 @@ def caption(runs: list[Run]) -> str:
         + ", ".join(f"`{c}` ({n} runs)" for c, n in sorted(commits.items()))
         + "."
     )
+    shared: dict[str, tuple[str, ...]] = {}
+    for run in runs:
+        if run.shared:
+            shared.setdefault(setting_key(run), run.shared)
+    if shared:
+        lines.append(
+            "Attack settings every attacked run of a setting shares beyond its "
+            "experiment's: "
+            + "; ".join(f"*{k}*: {', '.join(v)}" for k, v in sorted(shared.items()))
+            + "."
+        )
     capped = sorted(
         {(r.experiment, r.dataset, r.train_samples) for r in runs if r.train_samples}
     )
@@ -700,11 +839,12 @@ def write_markdown(
     unfinished: list[Path],
     plots: dict[str, Path],
     path: Path,
-    root: Path,
+    roots: Sequence[Path],
     targets: Iterable[Target] = (),
 ) -> None:
     header = ["defence", "seeds", "holds", *(HEADERS[m] for m in METRICS)]
-    out = [f"# Defences compared: `{root}`", "", caption(runs), ""]
+    where = ", ".join(f"`{r}`" for r in roots)
+    out = [f"# Defences compared: {where}", "", caption(runs), ""]
     targets = list(targets)
     if len({r.section for r in rows}) > 1 or targets:
         out += ["## Overview", ""]
@@ -738,22 +878,32 @@ def write_markdown(
     path.write_text("\n".join(out))
 
 
-def report(root: Path, out: Path, targets: Iterable[Target] = ()) -> list[Row]:
-    """Write table.md, table.csv and one PNG per setting for the runs under root;
+def report(
+    root: Path | Sequence[Path], out: Path, targets: Iterable[Target] = ()
+) -> list[Row]:
+    """Write table.md, table.csv and one PNG per setting for the runs under root
+    (one folder, or several: a study and the FedAvg runs it shares with another);
     table.md opens with an overview across settings, marking missed targets."""
-    runs, unfinished = find_runs(root)
+    roots = [root] if isinstance(root, Path) else list(root)
+    runs, unfinished = [], []
+    for folder in roots:
+        found, left = find_runs(folder)
+        runs += found
+        unfinished += left
     if not runs:
+        where = ", ".join(map(str, roots))
         raise FileNotFoundError(
-            f"no run with results.json and config.yaml under {root}"
+            f"no run with results.json and config.yaml under {where}"
         )
     out.mkdir(parents=True, exist_ok=True)
+    share_attack_overrides(runs)
     rows = summarise(runs)
     plots = {}
     for name in dict.fromkeys(r.section for r in rows):
         members = [r for r in runs if section(setting_key(r), r.attack) == name]
         plots[name] = plot_setting(name, members, out / f"{slug(name)}.png")
     write_csv(rows, out / "table.csv")
-    write_markdown(rows, runs, unfinished, plots, out / "table.md", root, targets)
+    write_markdown(rows, runs, unfinished, plots, out / "table.md", roots, targets)
     return rows
 
 
@@ -762,7 +912,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m fedlight.report",
         description="Table and plots over every run (results.json) under DIR.",
     )
-    parser.add_argument("dir", type=Path, help="a multirun folder or any tree of runs")
+    parser.add_argument(
+        "dir",
+        type=Path,
+        nargs="+",
+        help="multirun folders or any trees of runs (one table over all of them)",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: DIR/report)"
     )
@@ -780,10 +935,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"fedlight.report: error: {err}", file=sys.stderr)
         return 2
-    if not args.dir.is_dir():
-        print(f"fedlight.report: error: {args.dir} is not a directory", file=sys.stderr)
-        return 2
-    out = args.out or args.dir / "report"
+    for folder in args.dir:
+        if not folder.is_dir():
+            print(
+                f"fedlight.report: error: {folder} is not a directory", file=sys.stderr
+            )
+            return 2
+    out = args.out or args.dir[0] / "report"
     try:
         rows = report(args.dir, out, targets)
     except FileNotFoundError as err:

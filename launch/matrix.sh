@@ -190,10 +190,22 @@ robust_test_noattack() {
     robust_test noattack '+experiment=mnist_20_noattack'
     robust_test noattack '+experiment=mnist_20_dirichlet05' attack=none
 }
-robust_test_report() {
-    python -m fedlight.report "$DIR/robust_test" --out docs/results/robust/test \
+robust_test_clean() {  # FedAvg without attack on every test task: "within 1 point"
+    # of it. Into zoo/clean, named as zoo_clean names them: the zoo shares these runs.
+    run zoo/clean "seed=$TEST_SEEDS" \
+        '+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30,mnist_20_dirichlet05' \
+        attack=none defense=none "${NAMED[@]}"
+    run zoo/clean "seed=$TEST_SEEDS" '+experiment=fmnist_20' partition=dirichlet \
+        partition.alpha=0.5 attack=none defense=none "${NAMED[@]}"
+    run zoo/clean "seed=$TEST_SEEDS" '+experiment=mnist_20_dirichlet05' \
+        "partition.alpha=$HARDER_ALPHA" attack=none defense=none "${NAMED[@]}"
+}
+robust_test_report() {  # the test runs, beside FedAvg's clean runs (zoo/clean)
+    python -m fedlight.report "$DIR/robust_test" "$DIR/zoo/clean" \
+        --out docs/results/robust/test \
         --target 'max_asr<=0.10' --target 'max_asr_after_1<=0.05' \
-        --target 'recall>=0.95' --target 'precision>=0.9' --target 'fpr<=0.05'
+        --target 'recall>=0.95' --target 'precision>=0.9' --target 'fpr<=0.05' \
+        --target 'attacker_weight<=0.02' --target 'accuracy_drop<=0.01'
 }
 adaptive() {  # adaptive NAME EXPERIMENT ARGS...
     local name=$1 experiment=$2

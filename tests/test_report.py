@@ -34,6 +34,8 @@ def fake_run(
     max_attackers: int = 1,
     legacy: bool = False,
     commit: str | None = None,
+    partition: dict | None = None,
+    attack_params: dict | None = None,
 ) -> Path:
     """A run directory as ``fedlight.run -m`` leaves it (without the plots).
 
@@ -43,15 +45,23 @@ def fake_run(
     """
     run = root / job
     (run / ".hydra").mkdir(parents=True)
+    # the experiment's dataset and clients (mnist_30: MNIST, 30), so that the
+    # report sees no task key overridden
+    clients = int(name.split("_")[1])
     config = {
         "name": name,
         "seed": seed,
-        "num_clients": 2,
-        "dataset": {"name": "mnist", "max_train_samples": max_train_samples},
-        "attack": {"name": attack, "scale": 1},
+        "num_clients": clients,
+        "dataset": {
+            "name": name.split("_")[0],
+            "max_train_samples": max_train_samples,
+        },
+        "attack": {"name": attack, "scale": 1, **(attack_params or {})},
         "defense": {"name": defense, **(defense_params or {})},
         "server": {"max_attackers": max_attackers},
     }
+    if partition is not None:
+        config["partition"] = partition
     if legacy:
         config["attack"] = {"_target_": "fedlight.attacks.Backdoor", "scale": 1}
         config["defense"] = {"_target_": "fedlight.defenses.Krum"}
@@ -79,11 +89,11 @@ def fake_run(
                 zip(accuracy, asr, fpr, weights, strict=True)
             )
         ]
-        if held is not None:  # two clients holding `held` images between them
-            share = {"train-examples": held / 2, "num-examples": held / 2}
+        if held is not None:  # the clients hold `held` images between them
+            share = {"train-examples": held / clients, "num-examples": held / clients}
             for r in rounds:
-                r.participants = ["0", "1"]
-                r.clients = {"0": share, "1": share}
+                r.participants = [str(c) for c in range(clients)]
+                r.clients = dict.fromkeys(r.participants, share)
         results = {"rounds": [r.to_dict() for r in rounds], "seconds": 10.0 + seed}
         if commit:
             results["code"] = {"commit": commit, "dirty": False}
@@ -466,3 +476,141 @@ def test_a_cap_above_the_datasets_size_is_no_subset(tmp_path):
     table = (tmp_path / "out" / "table.md").read_text()
     assert "*fmnist_20* trained on a 12000-image subset" in table
     assert "*mnist_20* trained on" not in table
+
+
+def test_an_overridden_task_key_is_its_own_setting(tmp_path):
+    # Dirichlet 0.3 on the Dirichlet-0.5 experiment, and fmnist_20 (IID) split by
+    # Dirichlet 0.5: neither shares a cell with the experiment as shipped
+    root = tmp_path / "sweep"
+    half = {"name": "dirichlet", "alpha": 0.5}
+    third = {"name": "dirichlet", "alpha": 0.3}
+    fake_run(
+        root,
+        "0",
+        name="mnist_20_dirichlet05",
+        partition=half,
+        defense="none",
+        seed=0,
+        accuracy=[0.9],
+        asr=[0.9],
+    )
+    fake_run(
+        root,
+        "1",
+        name="mnist_20_dirichlet05",
+        partition=third,
+        defense="none",
+        seed=0,
+        accuracy=[0.9],
+        asr=[0.2],
+    )
+    fake_run(
+        root,
+        "2",
+        name="fmnist_20",
+        partition={"name": "iid", "alpha": None},
+        defense="none",
+        seed=0,
+        accuracy=[0.8],
+        asr=[0.9],
+    )
+    fake_run(
+        root,
+        "3",
+        name="fmnist_20",
+        partition=half,
+        defense="none",
+        seed=0,
+        accuracy=[0.8],
+        asr=[0.1],
+    )
+    rows = report(root, tmp_path / "out")
+    assert {r.setting: r.mean["asr"] for r in rows} == {
+        "mnist_20_dirichlet05": 0.9,
+        "mnist_20_dirichlet05 [partition.alpha=0.3]": 0.2,
+        "fmnist_20": 0.9,
+        "fmnist_20 [partition.name=dirichlet, partition.alpha=0.5]": 0.1,
+    }
+
+
+def test_attack_keys_that_differ_name_their_cell_and_shared_ones_the_caption(tmp_path):
+    root = tmp_path / "sweep"
+    test = {"target_label": 3, "trigger_size": 8}
+    for seed in (0, 1):
+        fake_run(
+            root,
+            f"plain{seed}",
+            attack="whitebox_robust",
+            attack_params=test,
+            defense="none",
+            seed=seed,
+            accuracy=[0.9],
+            asr=[0.2],
+        )
+        fake_run(
+            root,
+            f"gated{seed}",
+            attack="whitebox_robust",
+            attack_params={**test, "gate": True},
+            defense="none",
+            seed=seed,
+            accuracy=[0.9],
+            asr=[0.6],
+        )
+    rows = report(root, tmp_path / "out")
+    assert {(r.attack, len(r.seeds)): r.mean["asr"] for r in rows} == {
+        ("whitebox_robust", 2): 0.2,
+        ("whitebox_robust [gate=True]", 2): 0.6,
+    }
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "*mnist_20*: target_label=3, trigger_size=8." in table
+
+
+def test_accuracy_below_fedavg_and_a_table_over_two_folders(tmp_path):
+    # the defence's runs in one study, FedAvg's clean runs in another
+    fake_run(
+        tmp_path / "study",
+        "0",
+        defense="krum",
+        seed=0,
+        accuracy=[0.5, 0.88],
+        asr=[0.1, 0.0],
+    )
+    fake_run(
+        tmp_path / "study",
+        "1",
+        defense="krum",
+        seed=1,
+        accuracy=[0.5, 0.86],
+        asr=[0.1, 0.0],
+    )
+    for seed, acc in enumerate((0.91, 0.89)):
+        fake_run(
+            tmp_path / "clean",
+            str(seed),
+            name="mnist_20",
+            attack="none",
+            defense="none",
+            seed=seed,
+            accuracy=[0.5, acc],
+            asr=[None, None],
+        )
+    assert (
+        main(
+            [
+                str(tmp_path / "study"),
+                str(tmp_path / "clean"),
+                "--out",
+                str(tmp_path / "out"),
+                "--target",
+                "accuracy_drop<=0.02",
+            ]
+        )
+        == 0
+    )
+    rows = report([tmp_path / "study", tmp_path / "clean"], tmp_path / "out2")
+    krum = next(r for r in rows if r.defense == "krum")
+    assert krum.values["accuracy_drop"] == pytest.approx([0.02, 0.04])
+    assert krum.held == (1, 2)  # 0.04 below FedAvg misses the 0.02 of "holds"
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert f"`{tmp_path / 'study'}`, `{tmp_path / 'clean'}`" in table
