@@ -32,7 +32,9 @@ are suspicious, then clips the rest (the paper's Algorithm 1):
    FLPoison drops every noise point).
 6. **Clipping and aggregation.** Every accepted update ``w - global`` is clipped
    to the median L2 norm of all the round's updates; the server averages the
-   clipped models by their reported counts (``replaced`` + weights).
+   clipped models equally, as the paper, BackFed and FLPoison do (``replaced`` +
+   weights), so an attacker that passes the clustering gains nothing from a
+   boosted example count; ``weighted=true`` averages by reported counts.
 
 Scores are each client's cluster's suspicious fraction (a noise point: its own
 label), so ``score >= tau`` exactly for the excluded clients, who are flagged.
@@ -110,6 +112,9 @@ class DeepSightParams(Params):
         doc="NEUP threshold xi = max(threshold_factor, 1/P) * max NEUP",
     )
     min_cluster_size: int = param(2, low=2, doc="HDBSCAN's smallest cluster")
+    weighted: bool = param(
+        False, doc="average the accepted clients by reported counts (paper: equally)"
+    )
 
 
 # ------------------------------------------------------------- output layer
@@ -245,7 +250,13 @@ def ensemble_clusters(
     min_cluster_size: int,
 ) -> np.ndarray:
     """The final clusters: each feature clustered alone, their co-cluster
-    matrices averaged (DDifs first over the seeds), HDBSCAN on the average."""
+    matrices averaged (DDifs first over the seeds), HDBSCAN on the average.
+
+    A model that no view put in a cluster with any other is noise (judged by its
+    own label, :func:`final_clusters`): HDBSCAN would merge such equidistant
+    points into one cluster (every view all noise: one cluster of everybody,
+    whose suspicious members a benign majority would carry).
+    """
 
     def euclid(x: np.ndarray) -> np.ndarray:
         return pairwise_distances(x, metric="euclidean")
@@ -260,7 +271,15 @@ def ensemble_clusters(
             for d in ddifs
         ]
         views.append(np.mean(per_seed, axis=0))
-    return hdbscan_labels(np.mean(views, axis=0), min_cluster_size)
+    return final_clusters(np.mean(views, axis=0), min_cluster_size)
+
+
+def final_clusters(combined: np.ndarray, min_cluster_size: int) -> np.ndarray:
+    """HDBSCAN on the averaged co-cluster distances, a model at distance 1 from
+    every other (no view clustered it with anybody) noise."""
+    labels = hdbscan_labels(combined, min_cluster_size)
+    alone = (combined + np.eye(len(combined)) >= 1.0).all(axis=1)
+    return np.where(alone, -1, labels)
 
 
 def cluster_suspicion(labels: np.ndarray, suspicious: np.ndarray) -> np.ndarray:
@@ -340,7 +359,8 @@ class DeepSight(Defense):
         bound = float(np.median(norms))
         weights, replaced, clipped = {}, {}, []
         for u, ok, norm in zip(rnd.updates, accepted, norms, strict=True):
-            weights[u.cid] = float(u.num_examples) if ok else 0.0
+            share = float(u.num_examples) if p.weighted else 1.0
+            weights[u.cid] = share if ok else 0.0
             if ok and norm > bound:
                 replaced[u.cid] = to_record(clip(u.numpy, reference, bound)[0])
                 clipped.append(u.cid)

@@ -3,8 +3,9 @@ backdoors in federated learning").
 
 Three steps each round, as the paper's Algorithm 1:
 
-1. **Filtering.** The pairwise cosine distances of the clients' updates
-   ``w_i - global`` are clustered by HDBSCAN (scikit-learn's
+1. **Filtering.** The pairwise cosine distances of the clients' local models
+   ``w_i`` (the paper's ``W_i``; ``cluster_on=updates``: of ``w_i - global``)
+   are clustered by HDBSCAN (scikit-learn's
    ``sklearn.cluster.HDBSCAN``, ``metric="precomputed"``, ``min_cluster_size =
    n // 2 + 1``, ``min_samples=1``, ``allow_single_cluster=True``). The clients
    in the largest cluster are admitted; the rest (noise, label -1) are excluded,
@@ -25,13 +26,13 @@ the admitted clients by their reported counts instead.
 
 Choices and deviations:
 
-* The paper clusters "the local models"; we cluster the *updates*. Cosine
-  distances between whole models are dominated by the global model all of them
-  share (every pair is nearly parallel), while the update is what a client
-  changed and is translation-free; the clipping step works on updates too. This
-  differs from the peer suites we read: FLPoison (``aggregators/flame.py``, with
-  FedAvg) clusters the flattened local models, BackFed
-  (``flame_server.py``) the local models' last two layers.
+* The paper clusters the local models, and so do we by default, as FLPoison
+  (``aggregators/flame.py``) does with the flattened models. Every pair of
+  whole models is nearly parallel (they share the global model), so their
+  cosine distances are small and, for small updates, behave like distances
+  between the updates that grow with an update's length: a scaled update
+  (model replacement) stands out. ``cluster_on=updates`` clusters the updates'
+  directions instead, blind to their lengths (clipping then does that work).
 * scikit-learn's ``min_samples`` counts the point itself, hdbscan-contrib's
   (the peers') does not; with ``min_samples`` 1 (ours) or 2 (theirs in our
   counting) the mutual-reachability distance equals the plain distance, so the
@@ -71,15 +72,20 @@ class FlameParams(Params):
     weighted: bool = param(
         False, doc="average the admitted clients by reported counts (paper: equally)"
     )
+    cluster_on: str = param(
+        "models",
+        choices=("models", "updates"),
+        doc="cosine distances of the local models (the paper) | of their updates",
+    )
 
 
-def cosine_labels(updates: np.ndarray) -> np.ndarray:
-    """HDBSCAN's cluster label of each row of ``updates`` (clients, dim) on
-    their cosine distances; -1 is noise."""
-    n = len(updates)
+def cosine_labels(rows: np.ndarray) -> np.ndarray:
+    """HDBSCAN's cluster label of each row of ``rows`` (clients, dim: models or
+    updates) on their cosine distances; -1 is noise."""
+    n = len(rows)
     if n < 2:
         return np.zeros(n, dtype=int)
-    distances = cosine_distances(updates).astype(np.float64)
+    distances = cosine_distances(rows.astype(np.float64))
     clusterer = HDBSCAN(
         metric="precomputed",
         min_cluster_size=n // 2 + 1,
@@ -130,13 +136,14 @@ def admitted_shares(
     "flame", params=FlameParams, order=72, paper="Nguyen et al., USENIX Security 2022"
 )
 class Flame(Defense):
-    """Cluster updates by cosine distance, clip to the median norm, add noise."""
+    """Cluster models by cosine distance, clip to the median norm, add noise."""
 
     params: FlameParams
 
     def verdict(self, rnd: RoundInput) -> Verdict:
         keys, start, updates = update_matrix(rnd)
-        labels = cosine_labels(updates)
+        models = updates + start if self.params.cluster_on == "models" else updates
+        labels = cosine_labels(models)
         admitted = admitted_mask(labels)
         norms = np.linalg.norm(updates, axis=1)
         bound = float(np.median(norms))

@@ -53,8 +53,8 @@ As built, and where it deviates:
 - Aggregation of the others (``aggregation``): ``fedavg`` (default) with the
   reported counts, as fedlight's other filtering defences; ``mean`` with equal
   weights; ``median``, the coordinate-wise median (Yin et al. 2018), one of the
-  robust rules the paper pairs FLDetector with (its code defaults to the
-  trimmed mean). Under ``fedavg`` a boosted count still buys weight until its
+  robust rules the paper pairs FLDetector with (the authors' ``train_mnist.py``
+  defaults to it). Under ``fedavg`` a boosted count still buys weight until its
   sender is flagged.
 - The gap statistic: suspicions scaled to [0, 1] as in the authors' code,
   ``references`` uniform samples on [0, 1] (seeded by run seed and round),
@@ -397,5 +397,8 @@ class FLDetector(Defense):
                 "clusters": clusters,
                 "pairs": pairs,
                 "suspicion": suspicion,
+                # the raw ||ghat_i - g_i|| (before normalising), how well the
+                # L-BFGS prediction predicts
+                "distances": distances,
             },
         )

@@ -14,6 +14,8 @@ from fedlight.defenses.deepsight import (
     cluster_suspicion,
     co_cluster_distances,
     division_differences,
+    final_clusters,
+    hdbscan_labels,
     neups,
     output_layer,
     suspicious_labels,
@@ -142,12 +144,12 @@ def test_a_backdoored_convnet_is_excluded_and_the_rest_clipped_to_the_median():
     assert details["suspicious"] == ["3"] and verdict.flagged == ["3"]
     assert verdict.scores["3"] == 1.0
     assert all(verdict.scores[c] < 1 / 3 for c in verdict.scores if c != "3")
-    assert verdict.weights == {
-        str(i): 0.0 if i == 3 else n for i, n in enumerate(counts)
-    }
+    # the accepted clients equally, as the paper: the counts (the attacker's
+    # boosted 2,000 among them) buy nothing
+    assert verdict.weights == {str(i): 0.0 if i == 3 else 1.0 for i in range(8)}
 
-    # Expected: FedAvg by counts of the benign updates clipped to the median
-    # L2 norm of all eight updates (the attacker's counts in the median too).
+    # Expected: the plain mean of the benign updates clipped to the median L2
+    # norm of all eight updates (the attacker's counts in the median too).
     keys = list(g)
     updates = [
         np.concatenate([(m[k].astype(np.float64) - g[k]).ravel() for k in keys])
@@ -160,10 +162,7 @@ def test_a_backdoored_convnet_is_excluded_and_the_rest_clipped_to_the_median():
         str(i) for i in range(8) if i != 3 and norms[i] > bound
     )
     kept = [i for i in range(8) if i != 3]
-    total = sum(counts[i] for i in kept)
-    step = (
-        sum(counts[i] * updates[i] * min(1.0, bound / norms[i]) for i in kept) / total
-    )
+    step = sum(updates[i] * min(1.0, bound / norms[i]) for i in kept) / len(kept)
     new = result(arrays)
     got = np.concatenate([(new[k].astype(np.float64) - g[k]).ravel() for k in keys])
     np.testing.assert_allclose(got, step, atol=2e-6)
@@ -194,3 +193,28 @@ def test_the_random_images_are_seeded_per_round():
     assert torch.equal(first, defense.noise(1))
     assert not torch.equal(first, defense.noise(2))
     assert not torch.equal(first[0], first[1])  # the seeds differ
+
+
+def test_weighted_averages_the_accepted_clients_by_their_counts():
+    g, models = _backdoor_round()
+    counts = [100.0, 50.0, 200.0, 2000.0, 100.0, 80.0, 120.0, 100.0]
+    rnd = make_round(models, counts, global_model=g)
+    verdict, _ = judge(build("deepsight", CONVNET, num_samples=32, weighted=True), rnd)
+    assert verdict.weights == {
+        str(i): 0.0 if i == 3 else n for i, n in enumerate(counts)
+    }
+
+
+def test_models_no_view_clusters_with_another_are_noise_not_one_cluster():
+    # every view all noise: HDBSCAN alone makes one cluster of all six, and the
+    # suspicious model passes the vote (1/6 < 1/3); its own label judges it
+    all_noise = co_cluster_distances(np.full(6, -1))
+    assert hdbscan_labels(all_noise, 2).tolist() == [0] * 6
+    labels = final_clusters(all_noise, 2)
+    assert labels.tolist() == [-1] * 6
+    suspicious = np.array([True, False, False, False, False, False])
+    assert cluster_suspicion(labels, suspicious).tolist() == [1, 0, 0, 0, 0, 0]
+    # a model some view clustered with another keeps HDBSCAN's label
+    pairs = co_cluster_distances(np.array([0, 0, 1, 1, -1, -1]))
+    assert final_clusters(pairs, 2).tolist()[4:] == [-1, -1]
+    assert len(set(final_clusters(pairs, 2).tolist()[:4])) == 2

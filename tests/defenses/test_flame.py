@@ -62,7 +62,8 @@ def test_without_noise_the_model_is_global_plus_the_clipped_mean():
     start = {"w": np.full(16, 0.5, dtype=np.float32), "n": np.array(3)}
     shifted = [{"w": m["w"] + start["w"], "n": m["n"]} for m in models]
     verdict, arrays = judge(
-        build("flame", noise_lambda=0.0), make_round(shifted, global_model=start)
+        build("flame", noise_lambda=0.0, cluster_on="updates"),
+        make_round(shifted, global_model=start),
     )
     updates = np.stack([m["w"].astype(np.float64) for m in models])
     norms = np.linalg.norm(updates, axis=1)
@@ -113,3 +114,23 @@ def test_a_boosted_count_buys_nothing_unless_weighted():
 def test_all_noise_admits_everybody():
     np.testing.assert_array_equal(admitted_mask(np.array([-1, -1, -1])), [1, 1, 1])
     np.testing.assert_array_equal(admitted_mask(np.array([0, -1, 0, 1])), [1, 0, 1, 0])
+
+
+def test_the_papers_model_distances_catch_a_scaled_update_that_directions_miss():
+    # The global model is 10 along an axis outside the updates' plane; the
+    # attacker's update points 2 degrees from the benign ones but is 30 long
+    # (model replacement). Between whole models (the paper's W_i) it is far from
+    # everyone; between update directions it is one of the crowd.
+    g = np.zeros(16, dtype=np.float32)
+    g[5] = 10.0
+    models = []
+    for cid, angle in enumerate([*BENIGN, 2.0]):
+        radius = 30.0 if cid == 9 else 1.0 + 0.2 * cid
+        w = g.copy()
+        w[:2] = radius * np.cos(np.deg2rad(angle)), radius * np.sin(np.deg2rad(angle))
+        models.append({"w": w})
+    rnd = make_round(models, global_model={"w": g})
+    on_models = build("flame", noise_lambda=0.0).verdict(rnd)
+    on_updates = build("flame", noise_lambda=0.0, cluster_on="updates").verdict(rnd)
+    assert on_models.flagged == ["9"]
+    assert on_updates.flagged == []

@@ -77,17 +77,22 @@ def test_the_gap_statistic_finds_one_cluster_in_noise_and_two_in_two_groups():
     assert gap_statistic(np.array([0.1] * 8 + [0.2]), 7, 10, rng)[0] == 2
 
 
-def _simulate(defense, rounds=7, attacker=None, noise=0.01, seed=0, n=10, dim=8):
+def _simulate(
+    defense, rounds=7, attacker=None, noise=0.01, seed=0, n=10, dim=8, trajectory=None
+):
     """FL on f_i(w) = (w - c_i).H(w - c_i)/2: client i returns the model after
     one gradient step, w - H(w - c_i), plus noise (SGD); ``attacker`` instead
     sends an update of the benign size in a random direction every round. The
-    next global model is the one the server makes of the verdict."""
+    next global model is the one the server makes of the verdict; ``trajectory``
+    (a list) receives each round's global model."""
     rng = np.random.default_rng(seed)
     h = _hessian(dim, seed)
     centres = rng.standard_normal((n, dim))
     w = np.zeros(dim)
     verdicts = []
     for t in range(1, rounds + 1):
+        if trajectory is not None:
+            trajectory.append(w)
         ups = [-h @ (w - c) + noise * rng.standard_normal(dim) for c in centres]
         if attacker is not None:
             direction = rng.standard_normal(dim)
@@ -185,3 +190,21 @@ def test_the_state_round_trips_through_torch_save_with_weights_only():
 def test_fldetector_is_registered_with_its_paper_and_place():
     plugin = DEFENSES.get("fldetector")
     assert plugin.order == 65 and "KDD 2022" in plugin.paper
+
+
+def test_the_prediction_matches_a_benign_update_once_lbfgs_has_seen_the_hessian():
+    # Noise-free clients of a quadratic: g_t = g_(t-1) - H (w_t - w_(t-1))
+    # exactly, the same change for every client. Without a prediction (or a
+    # wrong one) the distance is about |H dw|; L-BFGS learns H from the global
+    # model's trajectory and the predicted update becomes the update.
+    trajectory: list[np.ndarray] = []
+    verdicts = _simulate(
+        build("fldetector"), rounds=12, noise=0.0, trajectory=trajectory
+    )
+    h = _hessian(8, 0)
+    # rounds 1-2: no (dW, dG) pair yet, nothing predicted
+    assert verdicts[0].details["distances"] == verdicts[1].details["distances"] == {}
+    for t in (8, 10, 12):
+        distances = list(verdicts[t - 1].details["distances"].values())
+        unpredicted = np.linalg.norm(h @ (trajectory[t - 1] - trajectory[t - 2]))
+        assert max(distances) < 0.1 * unpredicted
