@@ -96,7 +96,10 @@ class RLR(Defense):
         counts = np.array([u.num_examples for u in rnd.updates], dtype=np.float64)
         shares = average_shares(counts, self.params.weighted)
         voted = learned_mask(rnd.global_numpy, keys)
-        theta, eta = self.theta(), self.params.server_lr
+        # a round with fewer replies than theta (failures, sampling) asks for
+        # all of them to agree, not for more signs than exist (every coordinate
+        # would flip)
+        theta, eta = min(self.theta(), len(rnd.updates)), self.params.server_lr
         lr = np.ones(start.size)  # running statistics: plain FedAvg
         lr[voted] = robust_lr(updates[:, voted], theta, eta)
         new = start + lr * (shares @ updates)

@@ -104,3 +104,17 @@ def test_theta_above_the_round_is_refused():
 
 def test_theta_follows_the_server_bound():
     assert build("rlr", replace(CTX, max_attackers=3)).theta() == 4
+
+
+def test_a_round_with_fewer_replies_than_theta_asks_for_unanimity():
+    # theta 4 of a 5-client run, but only clients 0 and 1 replied: their two
+    # signs agree on coordinates 0-2 (kept; the silent 3 does not move); theta
+    # 4 itself would flip every coordinate, two signs never reach it.
+    models = [{"w": (GLOBAL + u).astype(np.float32)} for u in UPDATES[:2]]
+    rnd = make_round(models, global_model={"w": GLOBAL})
+    verdict, arrays = judge(build("rlr", theta=4), rnd)
+    assert verdict.details["theta"] == 2
+    mean = UPDATES[:2].mean(axis=0)
+    np.testing.assert_allclose(
+        result(arrays)["w"], GLOBAL + np.array([1, 1, 1, -1]) * mean, rtol=1e-6
+    )
