@@ -63,7 +63,10 @@ the training itself), and reused for every batch.
   coordinate-wise median, which the attacker cannot know, and pulling towards
   the random initial model would make it *more* unlike that median, so round 1
   is a plain backdoor (use ``rounds=2:`` to stay silent then). Measured in
-  the round above (defaults: 20 inputs, 15 steps): the attacker's robust z
+  the round above (the first generation's 20 inputs, 15 steps; full runs
+  against the shipped second generation: docs/results/robust/DEV.md section
+  6, where the term alone is flagged in 2 of 5 rounds and ``gate`` never):
+  the attacker's robust z
   is 20.0 for the plain backdoor, 5.4 with this term (3.5 with
   ``lambda_evade=5``), against a flag at ``z_cut`` = 5; ASR 1.0 throughout.
   ``gate=true`` also masks the backdoor behind a gate that only the full
@@ -80,7 +83,9 @@ What the attacker is assumed to know
 ------------------------------------
 Its own data and the global model it receives (as every client); the defence
 and its parameters (the defaults, or the values set in ``num_inputs``,
-``na_t``, ``steps``, ``lr``, ``reference`` to mirror the run's ``defense.*``);
+``na_t``, ``steps``, ``lr``, ``reference`` to mirror the run's ``defense.*``;
+``whitebox_robust`` assumes the defence's default class-impression inputs,
+``defense.inputs=class_impressions``);
 the run seed (``run_seed``; fedlight's code and configs are public, so are its
 seed derivations; ``run_seed`` null, the default, is the run's ``seed``);
 the data normalisation (``data_mean``, ``data_std``; by default derived from its
