@@ -65,7 +65,7 @@ the training itself), and reused for every batch.
   is a plain backdoor (use ``rounds=2:`` to stay silent then). Measured in
   the round above (the first generation's 20 inputs, 15 steps; full runs
   against the shipped second generation: docs/results/robust/DEV.md section
-  6, where the term alone is flagged in 2 of 5 rounds and ``gate`` never):
+  6: recall 0.40 with the term alone, 0 with ``gate``):
   the attacker's robust z
   is 20.0 for the plain backdoor, 5.4 with this term (3.5 with
   ``lambda_evade=5``), against a flag at ``z_cut`` = 5; ASR 1.0 throughout.
