@@ -208,7 +208,9 @@ robust_test_clean() {  # FedAvg without attack on every test task: "within 1 poi
         "partition.alpha=$HARDER_ALPHA" attack=none defense=none "${NAMED[@]}"
 }
 robust_test_report() {  # the test runs, beside FedAvg's clean runs (zoo/clean)
-    python -m fedlight.report "$DIR/robust_test" "$DIR/zoo/clean" \
+    local clean=()
+    [ -d "$DIR/zoo/clean" ] && clean=("$DIR/zoo/clean")
+    python -m fedlight.report "$DIR/robust_test" "${clean[@]}" \
         --out docs/results/robust/test \
         --target 'max_asr<=0.10' --target 'max_asr_after_1<=0.05' \
         --target 'recall>=0.95' --target 'precision>=0.9' --target 'fpr<=0.05' \
