@@ -279,6 +279,7 @@ def _experiment_config(experiment: str, attack: str) -> dict[str, Any] | None:
     """What ``+experiment=EXPERIMENT attack=ATTACK`` composes to with this
     checkout's configs; None for a name that is no shipped experiment."""
     from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     import fedlight.configs
@@ -292,10 +293,13 @@ def _experiment_config(experiment: str, attack: str) -> dict[str, Any] | None:
     if attack in _registry("attack"):
         overrides.append(f"attack={attack}")
     try:
-        with initialize_config_module(
-            config_module="fedlight.configs", version_base="1.3"
-        ):
+        if GlobalHydra.instance().is_initialized():  # inside a fedlight Hydra app
             cfg = compose(config_name="config", overrides=overrides)
+        else:
+            with initialize_config_module(
+                config_module="fedlight.configs", version_base="1.3"
+            ):
+                cfg = compose(config_name="config", overrides=overrides)
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except Exception as err:  # noqa: BLE001 - a report must not die on one config
         log.warning("cannot compose %s: %s", " ".join(overrides), err)
