@@ -156,3 +156,23 @@ def test_the_lightning_client_and_the_reference_loop_make_the_same_trigger():
     idle: dict[str, torch.Tensor] = {}
     fit_client(spec(off), 0, state, server_round=1, memory=idle)
     assert off.published(idle) == {}
+
+
+def test_the_adversarial_copy_steers_the_trigger_only_once_it_exists():
+    # lambda_0 > 0 changes the searched trigger from the second pass on (the
+    # copy is built before every pass but the first); with one pass it cannot
+    x, y = _data()
+
+    def search(epochs: int, adv_lambda: float) -> torch.Tensor:
+        attack = A3FL(
+            malicious_clients=[0], trigger_epochs=epochs, adv_epochs=1,
+            batch_size=16, trigger_lr=0.05, adv_lambda=adv_lambda,
+        )  # fmt: skip
+        memory: dict[str, torch.Tensor] = {}
+        generator = torch.Generator().manual_seed(3)
+        attack.prepare(0, 1, _linear_model(), x, y, PIXEL_MAX, memory, generator)
+        return memory[TRIGGER_KEY]
+
+    assert torch.equal(search(1, 1e-12), search(1, 5.0))
+    # the same copies (the same random draws) in both; only the weight differs
+    assert not torch.equal(search(3, 1e-12), search(3, 5.0))
