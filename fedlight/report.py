@@ -95,6 +95,14 @@ class Run:
     attack_overrides: tuple[str, ...] = ()
     # Attack overrides every run of its setting shares: in the caption, not the label.
     shared: tuple[str, ...] = ()
+    attackers: int | None = None  # how many malicious clients (results.json)
+
+    @property
+    def clean(self) -> bool:
+        """FedAvg without an attacker: ``attack=none``, or an attack with no
+        malicious client (``attack.malicious_clients=[]``), whose ASR is then
+        the trigger's floor on a model nobody poisoned."""
+        return self.defense == "none" and (self.attack == "none" or self.attackers == 0)
 
 
 @dataclass
@@ -356,7 +364,10 @@ def share_attack_overrides(runs: list[Run]) -> None:
     for run in runs:
         by_setting.setdefault(setting_key(run), []).append(run)
     for members in by_setting.values():
-        attacked = [r for r in members if r.attack != "none"]
+        for run in members:
+            if run.attackers == 0 and run.attack != "none":
+                run.attack = f"{run.attack.split(' [')[0]} [no attacker]"
+        attacked = [r for r in members if r.attack != "none" and r.attackers != 0]
         common = (
             set.intersection(*(set(r.attack_overrides) for r in attacked))
             if attacked
@@ -444,7 +455,13 @@ def load_run(results_path: Path) -> Run | None:
         commit=_commit(results.get("code")),
         task_overrides=task,
         attack_overrides=attack_changed,
+        attackers=_count(results.get("malicious_clients")),
     )
+
+
+def _count(clients: Any) -> int | None:
+    """How many malicious clients results.json names; None if it does not say."""
+    return len(clients) if isinstance(clients, list) else None
 
 
 def _commit(code: dict[str, Any] | None) -> str | None:
@@ -542,13 +559,13 @@ def summarise(runs: list[Run]) -> list[Row]:
 
     The std is the sample std (n - 1); None with a single seed or where a metric
     is undefined (no ASR without a target; no detection without scores). Holding
-    needs FedAvg's run without attack in the same setting (``attack=none
-    defense=none``); without it ``held`` and ``accuracy_drop`` (FedAvg's mean
+    needs FedAvg's run without an attacker on the same task (:attr:`Run.clean`);
+    without it ``held`` and ``accuracy_drop`` (FedAvg's mean
     clean accuracy on the run's task minus the run's) are None.
     """
     clean_runs: dict[str, list[float]] = {}
     for run in runs:
-        if run.attack == "none" and run.defense == "none":
+        if run.clean:
             clean_runs.setdefault(run.task, []).append(float(run.metrics["accuracy"]))
     clean = {task: statistics.fmean(accs) for task, accs in clean_runs.items()}
     cells: dict[tuple[str, str, str], list[Run]] = {}
@@ -574,7 +591,9 @@ def summarise(runs: list[Run]) -> list[Row]:
         judged = [
             r
             for r in members
-            if r.metrics["max_asr_after_1"] is not None and r.task in clean
+            if r.metrics["max_asr_after_1"] is not None
+            and r.task in clean
+            and r.attackers != 0
         ]
         if judged:
             row.held = (sum(holds(r, clean[r.task]) for r in judged), len(judged))
@@ -791,12 +810,14 @@ def caption(runs: list[Run]) -> str:
         f"many seeds the defence held: max ASR after round 1 <= {HOLD_ASR:g} at a "
         f"final clean accuracy at most {HOLD_ACCURACY_DROP:g} below FedAvg's "
         "without attack on the same data, split, clients and training (the mean "
-        "of the `attack=none defense=none` runs; – without them); the other "
+        "of the `defense=none` runs without an attacker; – without them); the other "
         "seeds are its failure rate. "
         "Final = after the last round. ASR: share of "
         "triggered test images whose true class is not the target that the global "
-        "model assigns to the target (a clean model scores near 0); – where the "
-        "attack has no target. Precision / recall / FPR: each run's mean over the "
+        "model assigns to the target (a clean model scores near 0; `[no attacker]` "
+        "rows measure the trigger on FedAvg without any attacker: that floor); – "
+        "where the attack has no target. Precision / recall / FPR: each run's "
+        "mean over the "
         "rounds where defined (flagged or excluded clients against the round's "
         "attackers); – for defences that exclude no whole client. With no attack "
         "only the FPR is defined, and it is what counts. Max ASR r≥2: the highest "

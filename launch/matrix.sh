@@ -197,21 +197,24 @@ robust_test_noattack() {
     robust_test noattack '+experiment=mnist_20_noattack'
     robust_test noattack '+experiment=mnist_20_dirichlet05' attack=none
 }
-robust_test_clean() {  # FedAvg without attack on every test task: "within 1 point"
-    # of it. Into zoo/clean, named as zoo_clean names them: the zoo shares these runs.
-    run zoo/clean "seed=$TEST_SEEDS" \
-        '+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30,mnist_20_dirichlet05' \
-        attack=none defense=none "${NAMED[@]}"
-    run zoo/clean "seed=$TEST_SEEDS" '+experiment=fmnist_20' partition=dirichlet \
-        partition.alpha=0.5 attack=none defense=none "${NAMED[@]}"
-    run zoo/clean "seed=$TEST_SEEDS" '+experiment=mnist_20_dirichlet05' \
-        "partition.alpha=$HARDER_ALPHA" attack=none defense=none "${NAMED[@]}"
+robust_test_clean() {  # FedAvg with the test trigger and no attacker on every test
+    # task: the clean accuracy of "within 1 point", and the trigger's ASR floor
+    local floor=(defense=none 'attack.malicious_clients=[]' attack.target_label=3
+        attack.trigger_size=8)
+    robust_test_none clean '+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30' "${floor[@]}"
+    robust_test_none clean '+experiment=mnist_20_dirichlet05' "${floor[@]}"
+    robust_test_none clean '+experiment=fmnist_20' partition=dirichlet partition.alpha=0.5 \
+        "${floor[@]}"
+    robust_test_none clean '+experiment=mnist_20_dirichlet05' \
+        "partition.alpha=$HARDER_ALPHA" "${floor[@]}"
 }
-robust_test_report() {  # the test runs, beside FedAvg's clean runs (zoo/clean)
-    local clean=()
-    [ -d "$DIR/zoo/clean" ] && clean=("$DIR/zoo/clean")
-    python -m fedlight.report "$DIR/robust_test" "${clean[@]}" \
-        --out docs/results/robust/test \
+robust_test_none() {  # robust_test_none NAME ARGS...: a test cell without the defence
+    local name=$1
+    shift
+    run "robust_test/$name" "seed=$TEST_SEEDS" "${NAMED[@]}" "$@"
+}
+robust_test_report() {  # every test run, FedAvg's clean runs among them
+    python -m fedlight.report "$DIR/robust_test" --out docs/results/robust/test \
         --target 'max_asr<=0.10' --target 'max_asr_after_1<=0.05' \
         --target 'recall>=0.95' --target 'precision>=0.9' --target 'fpr<=0.05' \
         --target 'attacker_weight<=0.02' --target 'accuracy_drop<=0.01'

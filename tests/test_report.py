@@ -36,6 +36,7 @@ def fake_run(
     commit: str | None = None,
     partition: dict | None = None,
     attack_params: dict | None = None,
+    attackers: int | None = None,
 ) -> Path:
     """A run directory as ``fedlight.run -m`` leaves it (without the plots).
 
@@ -95,6 +96,8 @@ def fake_run(
                 r.participants = [str(c) for c in range(clients)]
                 r.clients = dict.fromkeys(r.participants, share)
         results = {"rounds": [r.to_dict() for r in rounds], "seconds": 10.0 + seed}
+        if attackers is not None:
+            results["malicious_clients"] = [str(c) for c in range(attackers)]
         if commit:
             results["code"] = {"commit": commit, "dirty": False}
         (run / "results.json").write_text(json.dumps(results))
@@ -614,3 +617,42 @@ def test_accuracy_below_fedavg_and_a_table_over_two_folders(tmp_path):
     assert krum.held == (1, 2)  # 0.04 below FedAvg misses the 0.02 of "holds"
     table = (tmp_path / "out" / "table.md").read_text()
     assert f"`{tmp_path / 'study'}`, `{tmp_path / 'clean'}`" in table
+
+
+def test_a_run_without_attackers_is_the_clean_reference_and_the_asr_floor(tmp_path):
+    # FedAvg with the test trigger but no malicious client: its accuracy is the
+    # clean reference, its ASR what the trigger does to an unpoisoned model
+    root = tmp_path / "sweep"
+    trigger = {"target_label": 3, "trigger_size": 8}
+    fake_run(
+        root,
+        "floor",
+        defense="none",
+        seed=0,
+        accuracy=[0.5, 0.9],
+        asr=[0.02, 0.03],
+        attack_params={**trigger, "malicious_clients": []},
+        attackers=0,
+    )
+    fake_run(
+        root,
+        "robust",
+        defense="krum",
+        seed=0,
+        accuracy=[0.5, 0.88],
+        asr=[0.1, 0.0],
+        attack_params={**trigger, "malicious_clients": [7]},
+        attackers=1,
+    )
+    rows = report(root, tmp_path / "out")
+    by_defense = {r.defense: r for r in rows}
+    assert by_defense["none"].attack == "backdoor [no attacker]"
+    assert (
+        by_defense["none"].mean["max_asr"] == 0.03 and by_defense["none"].held is None
+    )
+    krum = by_defense["krum"]
+    assert krum.attack == "backdoor"  # its attacker, target and trigger: the caption's
+    assert krum.values["accuracy_drop"] == pytest.approx([0.02])
+    assert krum.held == (1, 1)
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "malicious_clients=[7], target_label=3, trigger_size=8" in table
