@@ -33,12 +33,11 @@ from typing import Any
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from fedlight.checks import ConfigError, check_config
 from fedlight.client import make_client_app
-from fedlight.registry import load_plugins
+from fedlight.registry import compose_config
 from fedlight.server import run_rounds
 from fedlight.simulate import (
     build_plan,
@@ -93,9 +92,7 @@ def compose_run_config(
     ``extra`` overrides come last (a node's own data root, for instance).
     """
     overrides = [*hydra_overrides(run_config), *(extra or [])]
-    load_plugins()  # the defence and attack options come from the plug-ins
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return compose_config(overrides, config_dir())
 
 
 def run_dir(context: Context) -> Path:

@@ -15,9 +15,13 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fedlight.params import NoParams, defaults
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 @dataclass(frozen=True)
@@ -133,3 +137,23 @@ def load_plugins() -> None:
 
     DEFENSES.load()
     ATTACKS.load()
+
+
+def compose_config(overrides: list[str], config_dir: Path | None = None) -> DictConfig:
+    """fedlight's config for ``overrides``, composed as ``fedlight.run`` does:
+    the plug-ins registered, the configs from ``config_dir`` (else the installed
+    ``fedlight.configs``); inside an initialised Hydra (a fedlight app) there."""
+    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    load_plugins()  # the defence and attack options come from the plug-ins
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides)
+    if config_dir is None:
+        context = initialize_config_module(
+            config_module="fedlight.configs", version_base="1.3"
+        )
+    else:
+        context = initialize_config_dir(config_dir=str(config_dir), version_base="1.3")
+    with context:
+        return compose(config_name="config", overrides=overrides)

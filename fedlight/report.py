@@ -286,28 +286,19 @@ _TASK_KEYS = ("num_clients", "clients_per_round", "num_rounds")
 def _experiment_config(experiment: str, attack: str) -> dict[str, Any] | None:
     """What ``+experiment=EXPERIMENT attack=ATTACK`` composes to with this
     checkout's configs; None for a name that is no shipped experiment."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     import fedlight.configs
-    from fedlight.registry import load_plugins
+    from fedlight.registry import compose_config
 
     folder = Path(fedlight.configs.__file__).parent / "experiment"
     if not (folder / f"{experiment}.yaml").is_file():
         return None
-    load_plugins()
     overrides = [f"+experiment={experiment}"]
     if attack in _registry("attack"):
         overrides.append(f"attack={attack}")
     try:
-        if GlobalHydra.instance().is_initialized():  # inside a fedlight Hydra app
-            cfg = compose(config_name="config", overrides=overrides)
-        else:
-            with initialize_config_module(
-                config_module="fedlight.configs", version_base="1.3"
-            ):
-                cfg = compose(config_name="config", overrides=overrides)
+        cfg = compose_config(overrides)
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except Exception as err:  # noqa: BLE001 - a report must not die on one config
         log.warning("cannot compose %s: %s", " ".join(overrides), err)
@@ -366,7 +357,7 @@ def share_attack_overrides(runs: list[Run]) -> None:
     for members in by_setting.values():
         for run in members:
             if run.attackers == 0 and run.attack != "none":
-                run.attack = f"{run.attack.split(' [')[0]} [no attacker]"
+                run.attack += " [no attacker]"
         attacked = [r for r in members if r.attack != "none" and r.attackers != 0]
         common = (
             set.intersection(*(set(r.attack_overrides) for r in attacked))

@@ -156,10 +156,15 @@ robust_dev_report() {
 # frozen, each chunk its own sweep folder under robust_test/.
 TEST_SEEDS=${TEST_SEEDS:-0,1,2}
 TEST_ATTACK=('attack.malicious_clients=[7]' attack.target_label=3 attack.trigger_size=8)
+robust_test_none() {  # robust_test_none NAME ARGS...: one test cell, seeds 0-2
+    local name=$1
+    shift
+    run "robust_test/$name" "seed=$TEST_SEEDS" "${NAMED[@]}" "$@"
+}
 robust_test() {  # robust_test NAME ARGS...: feddefender_robust in one test cell
     local name=$1
     shift
-    run "robust_test/$name" "seed=$TEST_SEEDS" defense=feddefender_robust "${NAMED[@]}" "$@"
+    robust_test_none "$name" defense=feddefender_robust "$@"
 }
 robust_test_paper() {
     robust_test paper '+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30' "${TEST_ATTACK[@]}"
@@ -183,8 +188,8 @@ robust_test_adaptive() {
 HARDER_ALPHAS=${HARDER_ALPHAS:-0.3}
 robust_test_harder_choice() {  # FedAvg only, never the defence: which Dirichlet alpha
     # (0.3, else HARDER_ALPHAS=0.2) still lets the test attack reach ASR >= 0.8
-    run robust_test/harder_choice "seed=$TEST_SEEDS" '+experiment=mnist_20_dirichlet05' \
-        "partition.alpha=$HARDER_ALPHAS" defense=none "${TEST_ATTACK[@]}" "${NAMED[@]}"
+    robust_test_none harder_choice '+experiment=mnist_20_dirichlet05' \
+        "partition.alpha=$HARDER_ALPHAS" defense=none "${TEST_ATTACK[@]}"
 }
 # PROTOCOL.md: on alpha 0.3 FedAvg's mean max ASR was 0.758 (< 0.8), so the harder
 # row is alpha 0.2 (whatever FedAvg reaches there, recorded before the defence runs)
@@ -207,11 +212,6 @@ robust_test_clean() {  # FedAvg with the test trigger and no attacker on every t
         "${floor[@]}"
     robust_test_none clean '+experiment=mnist_20_dirichlet05' \
         "partition.alpha=$HARDER_ALPHA" "${floor[@]}"
-}
-robust_test_none() {  # robust_test_none NAME ARGS...: a test cell without the defence
-    local name=$1
-    shift
-    run "robust_test/$name" "seed=$TEST_SEEDS" "${NAMED[@]}" "$@"
 }
 robust_test_report() {  # every test run, FedAvg's clean runs among them
     python -m fedlight.report "$DIR/robust_test" --out docs/results/robust/test \

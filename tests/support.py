@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
+
+from fedlight import registry
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(
@@ -34,5 +35,4 @@ SMOKE = [
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """The root config with ``overrides``, composed from the installed package."""
-    with initialize_config_module(config_module="fedlight.configs", version_base="1.3"):
-        return compose(config_name="config", overrides=overrides or [])
+    return registry.compose_config(overrides or [])

@@ -486,47 +486,15 @@ def test_an_overridden_task_key_is_its_own_setting(tmp_path):
     # Dirichlet 0.5: neither shares a cell with the experiment as shipped
     root = tmp_path / "sweep"
     half = {"name": "dirichlet", "alpha": 0.5}
-    third = {"name": "dirichlet", "alpha": 0.3}
-    fake_run(
-        root,
-        "0",
-        name="mnist_20_dirichlet05",
-        partition=half,
-        defense="none",
-        seed=0,
-        accuracy=[0.9],
-        asr=[0.9],
-    )
-    fake_run(
-        root,
-        "1",
-        name="mnist_20_dirichlet05",
-        partition=third,
-        defense="none",
-        seed=0,
-        accuracy=[0.9],
-        asr=[0.2],
-    )
-    fake_run(
-        root,
-        "2",
-        name="fmnist_20",
-        partition={"name": "iid", "alpha": None},
-        defense="none",
-        seed=0,
-        accuracy=[0.8],
-        asr=[0.9],
-    )
-    fake_run(
-        root,
-        "3",
-        name="fmnist_20",
-        partition=half,
-        defense="none",
-        seed=0,
-        accuracy=[0.8],
-        asr=[0.1],
-    )
+    runs = [  # experiment, partition, ASR
+        ("mnist_20_dirichlet05", half, 0.9),
+        ("mnist_20_dirichlet05", {"name": "dirichlet", "alpha": 0.3}, 0.2),
+        ("fmnist_20", {"name": "iid", "alpha": None}, 0.9),
+        ("fmnist_20", half, 0.1),
+    ]
+    for job, (name, partition, asr) in enumerate(runs):
+        fake_run(root, str(job), name=name, partition=partition, defense="none",
+                 seed=0, accuracy=[0.9], asr=[asr])  # fmt: skip
     rows = report(root, tmp_path / "out")
     assert {r.setting: r.mean["asr"] for r in rows} == {
         "mnist_20_dirichlet05": 0.9,
