@@ -198,6 +198,15 @@ robust_test_harder() {
     robust_test harder '+experiment=mnist_20_dirichlet05' "partition.alpha=$HARDER_ALPHA" \
         "${TEST_ATTACK[@]}"
 }
+robust_test_cap() {  # FedAvg with the count cap alone (the robust defence's cap,
+    # no detector) on the non-IID test settings, where the cap did much of the work
+    local cap=(defense=fedavg_cap "${TEST_ATTACK[@]}")
+    robust_test_none cap '+experiment=mnist_20_dirichlet05' "${cap[@]}"
+    robust_test_none cap '+experiment=fmnist_20' partition=dirichlet partition.alpha=0.5 \
+        "${cap[@]}"
+    robust_test_none cap '+experiment=mnist_20_dirichlet05' "partition.alpha=$HARDER_ALPHA" \
+        "${cap[@]}"
+}
 robust_test_noattack() {
     robust_test noattack '+experiment=mnist_20_noattack'
     robust_test noattack '+experiment=mnist_20_dirichlet05' attack=none
