@@ -272,6 +272,15 @@ if [ $# -eq 0 ]; then
     set -- paper_mnist noattack robust_mnist paper_fmnist robust_fmnist harder \
         paper_fmnist_subset report
 fi
+# every chunk name checked before the first job starts: a typo in the last of
+# several chunks must not surface hours later
+chunks=$(declare -F | awk '$3 != "run" {print $3}' | grep -v '^_' | sort | tr '\n' ' ')
+for chunk in "$@"; do
+    if ! declare -F "$chunk" >/dev/null || [ "$chunk" = run ]; then
+        echo "launch/matrix.sh: unknown chunk '$chunk'; chunks: $chunks" >&2
+        exit 2
+    fi
+done
 for chunk in "$@"; do
     "$chunk"
 done
