@@ -206,6 +206,9 @@ robust_test_cap() {  # FedAvg with the count cap alone (the robust defence's cap
         "${cap[@]}"
     robust_test_none cap '+experiment=mnist_20_dirichlet05' "partition.alpha=$HARDER_ALPHA" \
         "${cap[@]}"
+    robust_test_none cap '+experiment=mnist_20_dirichlet05_3attackers' defense=fedavg_cap \
+        attack.num_malicious=null 'attack.malicious_clients=[4,11,17]' \
+        attack.target_label=3 attack.trigger_size=8
 }
 robust_test_noattack() {
     robust_test noattack '+experiment=mnist_20_noattack'
