@@ -156,6 +156,9 @@ robust_dev_report() {
 # frozen, each chunk its own sweep folder under robust_test/.
 TEST_SEEDS=${TEST_SEEDS:-0,1,2}
 TEST_ATTACK=('attack.malicious_clients=[7]' attack.target_label=3 attack.trigger_size=8)
+TEST_ATTACK_3=(attack.num_malicious=null 'attack.malicious_clients=[4,11,17]'
+    attack.target_label=3 attack.trigger_size=8)
+FMNIST_DIRICHLET=('+experiment=fmnist_20' partition=dirichlet partition.alpha=0.5)
 robust_test_none() {  # robust_test_none NAME ARGS...: one test cell, seeds 0-2
     local name=$1
     shift
@@ -171,11 +174,8 @@ robust_test_paper() {
 }
 robust_test_dirichlet() {
     robust_test dirichlet '+experiment=mnist_20_dirichlet05' "${TEST_ATTACK[@]}"
-    robust_test dirichlet '+experiment=fmnist_20' partition=dirichlet partition.alpha=0.5 \
-        "${TEST_ATTACK[@]}"
-    robust_test dirichlet '+experiment=mnist_20_dirichlet05_3attackers' \
-        attack.num_malicious=null 'attack.malicious_clients=[4,11,17]' \
-        attack.target_label=3 attack.trigger_size=8
+    robust_test dirichlet "${FMNIST_DIRICHLET[@]}" "${TEST_ATTACK[@]}"
+    robust_test dirichlet '+experiment=mnist_20_dirichlet05_3attackers' "${TEST_ATTACK_3[@]}"
 }
 robust_test_adaptive() {
     robust_test adaptive '+experiment=mnist_20,fmnist_20' "${TEST_ATTACK[@]}" \
@@ -202,13 +202,11 @@ robust_test_cap() {  # FedAvg with the count cap alone (the robust defence's cap
     # no detector) on the non-IID test settings, where the cap did much of the work
     local cap=(defense=fedavg_cap "${TEST_ATTACK[@]}")
     robust_test_none cap '+experiment=mnist_20_dirichlet05' "${cap[@]}"
-    robust_test_none cap '+experiment=fmnist_20' partition=dirichlet partition.alpha=0.5 \
-        "${cap[@]}"
+    robust_test_none cap "${FMNIST_DIRICHLET[@]}" "${cap[@]}"
     robust_test_none cap '+experiment=mnist_20_dirichlet05' "partition.alpha=$HARDER_ALPHA" \
         "${cap[@]}"
     robust_test_none cap '+experiment=mnist_20_dirichlet05_3attackers' defense=fedavg_cap \
-        attack.num_malicious=null 'attack.malicious_clients=[4,11,17]' \
-        attack.target_label=3 attack.trigger_size=8
+        "${TEST_ATTACK_3[@]}"
 }
 robust_test_noattack() {
     robust_test noattack '+experiment=mnist_20_noattack'
@@ -220,8 +218,7 @@ robust_test_clean() {  # FedAvg with the test trigger and no attacker on every t
         attack.trigger_size=8)
     robust_test_none clean '+experiment=mnist_20,mnist_30,fmnist_20,fmnist_30' "${floor[@]}"
     robust_test_none clean '+experiment=mnist_20_dirichlet05' "${floor[@]}"
-    robust_test_none clean '+experiment=fmnist_20' partition=dirichlet partition.alpha=0.5 \
-        "${floor[@]}"
+    robust_test_none clean "${FMNIST_DIRICHLET[@]}" "${floor[@]}"
     robust_test_none clean '+experiment=mnist_20_dirichlet05' \
         "partition.alpha=$HARDER_ALPHA" "${floor[@]}"
 }
@@ -277,9 +274,9 @@ if [ $# -eq 0 ]; then
 fi
 # every chunk name checked before the first job starts: a typo in the last of
 # several chunks must not surface hours later
-chunks=$(declare -F | awk '$3 != "run" {print $3}' | grep -v '^_' | sort | tr '\n' ' ')
+chunks=$(declare -F | awk '$3 != "run" {print $3}' | tr '\n' ' ')
 for chunk in "$@"; do
-    if ! declare -F "$chunk" >/dev/null || [ "$chunk" = run ]; then
+    if [[ " $chunks" != *" $chunk "* ]]; then
         echo "launch/matrix.sh: unknown chunk '$chunk'; chunks: $chunks" >&2
         exit 2
     fi
