@@ -147,9 +147,7 @@ robust_dev() {  # every lever set of DEV_LEVERS in every DEV_SETTINGS experiment
     done
 }
 robust_dev_report() {
-    python -m fedlight.report "$DIR/robust_dev" --out docs/results/robust/dev \
-        --target 'max_asr_after_1<=0.05' --target 'recall>=0.95' \
-        --target 'precision>=0.9' --target 'fpr<=0.05'
+    python -m fedlight.report "$DIR/robust_dev" --out docs/results/robust/dev "${TARGETS[@]}"
 }
 # The robust FedDefender's test runs (PROTOCOL.md): seeds 0-2, attacker 7 (3
 # attackers: 4, 11, 17), target 3, an 8 px trigger; run once the shipped config is
