@@ -26,8 +26,8 @@ def row(path: Path) -> dict[str, object]:
     asr = [r["asr"] for r in rounds if r.get("asr") is not None]
     recall = [r["recall"] for r in rounds if r.get("recall") is not None and mal]
     precision = [r["precision"] for r in rounds if r.get("precision") is not None]
-    benign_flags = sum(len(set(r.get("flagged", [])) - mal) for r in rounds)
-    benign_rounds = sum(len(set(r.get("participants", [])) - mal) for r in rounds)
+    benign_flags = sum(len(set(r.get("flagged") or []) - mal) for r in rounds)
+    benign_rounds = sum(len(set(r.get("participants") or []) - mal) for r in rounds)
     aw = [r.get("attacker_weight") or 0.0 for r in rounds[1:]] if mal else []
     secs = sorted(r.get("defense_seconds", 0.0) for r in rounds)
     overrides = path.parent.name.split(",")
