@@ -118,6 +118,8 @@ class Row:
     # Seeds where the defence held (see :func:`holds`) and seeds judged; None
     # without an ASR or without FedAvg's no-attack run of the same setting.
     held: tuple[int, int] | None = None
+    # Whether any seed had an attacker: detection targets judge only such cells.
+    attacked: bool = True
 
     @property
     def section(self) -> str:
@@ -576,7 +578,10 @@ def summarise(runs: list[Run]) -> list[Row]:
             ]
             for metric in METRICS
         }
-        rows.append(Row(setting, attack, defense, [r.seed for r in members], values))
+        attacked = any(r.attack != "none" and r.attackers != 0 for r in members)
+        row = Row(setting, attack, defense, [r.seed for r in members], values)
+        row.attacked = attacked
+        rows.append(row)
     for row in rows:
         members = cells[(row.setting, row.attack, row.defense)]
         judged = [
@@ -604,6 +609,10 @@ OVERVIEW = (
     "defense_seconds",
 )
 _OPERATORS = {"<=": float.__le__, ">=": float.__ge__}
+# Targets about catching attackers: a cell without any (no attack, or nobody
+# malicious) is not judged on them. Precision is defined there (a false flag
+# makes it 0), but those flags are what the FPR target judges.
+ATTACKER_TARGETS = frozenset({"precision"})
 
 
 @dataclass(frozen=True)
@@ -699,7 +708,10 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
                     cells.append("")
                     continue
                 text = _cell(row.mean[metric], None, metric)  # std: in the sections
-                if any(not t.met(v) for t in bounds for v in row.values[metric]):
+                judged = row.attacked or metric not in ATTACKER_TARGETS
+                if judged and any(
+                    not t.met(v) for t in bounds for v in row.values[metric]
+                ):
                     text += " ✗"
                 cells.append(text)
             if any(cells[1:]):  # a defence that defines nothing here gets no line

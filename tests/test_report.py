@@ -37,6 +37,7 @@ def fake_run(
     partition: dict | None = None,
     attack_params: dict | None = None,
     attackers: int | None = None,
+    precision: list[float | None] | None = None,
 ) -> Path:
     """A run directory as ``fedlight.run -m`` leaves it (without the plots).
 
@@ -75,6 +76,7 @@ def fake_run(
     if finished:
         fpr = fpr or [None] * len(accuracy)
         weights = attacker_weight or [None] * len(accuracy)
+        precisions = precision or [None] * len(accuracy)
         rounds = [
             RoundRecord(
                 round=i + 1,
@@ -85,9 +87,10 @@ def fake_run(
                 fpr=f,
                 weights=None if w is None else {"0": w, "1": 1.0 - w},
                 attacker_weight=w,
+                precision=p,
             )
-            for i, (a, s, f, w) in enumerate(
-                zip(accuracy, asr, fpr, weights, strict=True)
+            for i, (a, s, f, w, p) in enumerate(
+                zip(accuracy, asr, fpr, weights, precisions, strict=True)
             )
         ]
         if held is not None:  # the clients hold `held` images between them
@@ -433,6 +436,32 @@ def test_overview_pivots_defences_against_settings_and_marks_missed_targets(
     assert [line for line in recall.splitlines() if line.startswith("| ")] == [
         "| defence | mnist_30 |",
         "| krum | 1.000 |",
+    ]
+
+
+def test_precision_target_judges_only_cells_with_an_attacker(tmp_path):
+    root = tmp_path / "sweep"
+    common = {"defense": "krum", "seed": 0, "accuracy": [0.9, 0.9]}
+    # one benign client flagged in round 2 of each: precision 0 that round
+    fake_run(root, "0", **common, asr=[0.0, 0.0], precision=[None, 0.0], attackers=1)
+    fake_run(
+        root,
+        "1",
+        **common,
+        name="mnist_20_noattack",
+        attack="none",
+        asr=[None, None],
+        precision=[None, 0.0],
+        fpr=[0.0, 0.05],
+    )
+    report(root, tmp_path / "out", [parse_target("precision>=0.9")])
+    pivot = (tmp_path / "out" / "table.md").read_text().split("### precision")[1]
+    lines = [
+        line for line in pivot.split("###")[0].splitlines() if line.startswith("| ")
+    ]
+    assert lines == [
+        "| defence | mnist_20 | mnist_20_noattack |",
+        "| krum | 0.000 ✗ | 0.000 |",
     ]
 
 
