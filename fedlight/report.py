@@ -579,9 +579,8 @@ def summarise(runs: list[Run]) -> list[Row]:
             for metric in METRICS
         }
         attacked = any(r.attack != "none" and r.attackers != 0 for r in members)
-        row = Row(setting, attack, defense, [r.seed for r in members], values)
-        row.attacked = attacked
-        rows.append(row)
+        seeds = [r.seed for r in members]
+        rows.append(Row(setting, attack, defense, seeds, values, attacked=attacked))
     for row in rows:
         members = cells[(row.setting, row.attack, row.defense)]
         judged = [
@@ -708,8 +707,8 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
                     cells.append("")
                     continue
                 text = _cell(row.mean[metric], None, metric)  # std: in the sections
-                judged = row.attacked or metric not in ATTACKER_TARGETS
-                if judged and any(
+                applies = row.attacked or metric not in ATTACKER_TARGETS
+                if applies and any(
                     not t.met(v) for t in bounds for v in row.values[metric]
                 ):
                     text += " ✗"
