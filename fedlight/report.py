@@ -98,11 +98,16 @@ class Run:
     attackers: int | None = None  # how many malicious clients (results.json)
 
     @property
+    def attacked(self) -> bool:
+        """Whether a malicious client took part: not ``attack=none``, and not an
+        attack with no malicious client (``attack.malicious_clients=[]``)."""
+        return self.attack != "none" and self.attackers != 0
+
+    @property
     def clean(self) -> bool:
-        """FedAvg without an attacker: ``attack=none``, or an attack with no
-        malicious client (``attack.malicious_clients=[]``), whose ASR is then
-        the trigger's floor on a model nobody poisoned."""
-        return self.defense == "none" and (self.attack == "none" or self.attackers == 0)
+        """FedAvg without an attacker, whose ASR (where the attack has a trigger)
+        is the trigger's floor on a model nobody poisoned."""
+        return self.defense == "none" and not self.attacked
 
 
 @dataclass
@@ -360,7 +365,7 @@ def share_attack_overrides(runs: list[Run]) -> None:
         for run in members:
             if run.attackers == 0 and run.attack != "none":
                 run.attack += " [no attacker]"
-        attacked = [r for r in members if r.attack != "none" and r.attackers != 0]
+        attacked = [r for r in members if r.attacked]
         common = (
             set.intersection(*(set(r.attack_overrides) for r in attacked))
             if attacked
@@ -578,7 +583,7 @@ def summarise(runs: list[Run]) -> list[Row]:
             ]
             for metric in METRICS
         }
-        attacked = any(r.attack != "none" and r.attackers != 0 for r in members)
+        attacked = any(r.attacked for r in members)
         seeds = [r.seed for r in members]
         rows.append(Row(setting, attack, defense, seeds, values, attacked=attacked))
     for row in rows:

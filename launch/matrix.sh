@@ -198,12 +198,12 @@ robust_test_harder() {
 }
 robust_test_cap() {  # FedAvg with the count cap alone (the robust defence's cap,
     # no detector) on the non-IID test settings, where the cap did much of the work
-    local cap=(defense=fedavg_cap "${TEST_ATTACK[@]}")
-    robust_test_none cap '+experiment=mnist_20_dirichlet05' "${cap[@]}"
-    robust_test_none cap "${FMNIST_DIRICHLET[@]}" "${cap[@]}"
+    local cap=defense=fedavg_cap
+    robust_test_none cap '+experiment=mnist_20_dirichlet05' "$cap" "${TEST_ATTACK[@]}"
+    robust_test_none cap "${FMNIST_DIRICHLET[@]}" "$cap" "${TEST_ATTACK[@]}"
     robust_test_none cap '+experiment=mnist_20_dirichlet05' "partition.alpha=$HARDER_ALPHA" \
-        "${cap[@]}"
-    robust_test_none cap '+experiment=mnist_20_dirichlet05_3attackers' defense=fedavg_cap \
+        "$cap" "${TEST_ATTACK[@]}"
+    robust_test_none cap '+experiment=mnist_20_dirichlet05_3attackers' "$cap" \
         "${TEST_ATTACK_3[@]}"
 }
 robust_test_noattack() {
