@@ -728,10 +728,16 @@ def _cell(mean: float | None, spread: float | None, metric: str) -> str:
     if mean is None:
         return "–"
     spec = {"seconds": ".0f", "defense_seconds": ".2f"}.get(metric, ".3f")
-    text = format(mean, spec)
+    text = _number(mean, spec)
     if spread is not None:
         text += " ± " + format(spread, spec)
     return text
+
+
+def _number(value: float, spec: str) -> str:
+    """``value`` formatted; a tiny negative that rounds to zero reads 0, not -0."""
+    text = format(value, spec)
+    return text.lstrip("-") if float(text) == 0 else text
 
 
 def _held(row: Row) -> str:

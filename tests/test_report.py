@@ -653,3 +653,27 @@ def test_a_run_without_attackers_is_the_clean_reference_and_the_asr_floor(tmp_pa
     assert krum.held == (1, 1)
     table = (tmp_path / "out" / "table.md").read_text()
     assert "malicious_clients=[7], target_label=3, trigger_size=8" in table
+
+
+def test_a_defence_a_hair_above_fedavg_reads_zero_not_minus_zero(tmp_path):
+    # accuracy 0.0002 above FedAvg's: the drop is -0.0002, which rounds to 0.000
+    fake_run(
+        tmp_path, "0", defense="krum", seed=0, accuracy=[0.5, 0.9002], asr=[0.1, 0.0]
+    )
+    fake_run(
+        tmp_path,
+        "1",
+        name="mnist_20",
+        attack="none",
+        defense="none",
+        seed=0,
+        accuracy=[0.5, 0.9],
+        asr=[None, None],
+    )
+    rows = report([tmp_path], tmp_path / "out")
+    krum = next(r for r in rows if r.defense == "krum")
+    assert krum.values["accuracy_drop"] == pytest.approx([-0.0002])
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "-0.000" not in table
+    detail = [line for line in table.splitlines() if line.startswith("| krum | 1 |")]
+    assert detail[0].endswith("| 0.000 |")  # the detail row's last column
