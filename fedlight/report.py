@@ -161,6 +161,9 @@ class Row:
 # at most HOLD_ACCURACY_DROP below FedAvg's without attack in the same setting.
 HOLD_ASR = 0.05
 HOLD_ACCURACY_DROP = 0.02
+# A holds-pivot cell with no finished run: the table says it was not run (a cell
+# the compute did not reach) rather than leaving it blank like "undefined".
+NOT_RUN = "not run"
 
 
 def holds(run: Run, clean_accuracy: float) -> bool:
@@ -676,15 +679,17 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
             f"{HOLD_ASR:g} at clean accuracy within {HOLD_ACCURACY_DROP:g} "
             "of FedAvg without attack)",
             "",
+            f"{NOT_RUN}: no finished run of that defence in that setting.",
+            "",
         ]
         out.append("| defence | " + " | ".join(titles.get(s, s) for s in judged) + " |")
         out.append("|" + "---|" * (len(judged) + 1))
         for defense in defenses:
             cells = [
-                _held(by_cell[(n, defense)]) if (n, defense) in by_cell else ""
+                _held(by_cell[(n, defense)]) if (n, defense) in by_cell else NOT_RUN
                 for n in judged
             ]
-            if any(c not in ("", "–") for c in cells):
+            if any(c not in (NOT_RUN, "–") for c in cells):
                 out.append("| " + defense + " | " + " | ".join(cells) + " |")
         out.append("")
     for metric in OVERVIEW:
@@ -890,7 +895,7 @@ def write_markdown(
             out += [
                 "✗: at least one seed misses the target ("
                 + ", ".join(map(str, targets))
-                + "). Empty: not defined for that defence or setting.",
+                + "). Empty: not defined for that defence or setting, or not run.",
                 "",
             ]
         out += overview(rows, targets)

@@ -240,6 +240,42 @@ def test_holds_counts_seeds_that_keep_the_backdoor_out_at_fedavgs_accuracy(tmp_p
     assert (line["held"], line["judged"]) == ("1", "3")
 
 
+def test_the_holds_pivot_says_not_run_where_a_defence_has_no_run(tmp_path):
+    # A zoo the compute reached only in part: krum ran in both settings, median
+    # only in mnist_20. Its mnist_30 cell must say so, not read like "undefined".
+    root = tmp_path / "sweep"
+    for name in ("mnist_20", "mnist_30"):
+        fake_run(
+            root,
+            f"c-{name}",
+            name=name,
+            defense="none",
+            attack="none",
+            seed=0,
+            accuracy=[0.5, 0.9],
+            asr=[None, None],
+        )
+        fake_run(
+            root,
+            f"k-{name}",
+            name=name,
+            defense="krum",
+            seed=0,
+            accuracy=[0.5, 0.9],
+            asr=[0.9, 0.01],
+        )
+    fake_run(root, "m", defense="median", seed=0, accuracy=[0.5, 0.9], asr=[0.9, 0.6])
+    report(root, tmp_path / "out", [parse_target("max_asr_after_1<=0.05")])
+    table = (tmp_path / "out" / "table.md").read_text()
+    holds = table.split("### holds")[1].split("###")[0]
+    assert "| mnist_20 / backdoor | mnist_30 / backdoor |" in holds
+    assert "| krum | 1/1 | 1/1 |" in holds
+    assert "| median | 0/1 | not run |" in holds
+    assert "not run: no finished run of that defence in that setting." in holds
+    # FedAvg ran no attacked cell at all: no line of "not run" for it
+    assert "| none |" not in holds
+
+
 def test_asr_after_stop_is_the_mean_asr_after_the_last_attacked_round():
     from fedlight.report import asr_after_stop
 
