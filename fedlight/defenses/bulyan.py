@@ -1,12 +1,15 @@
 """``defense=bulyan``: Bulyan (El Mhamdi, Guerraoui, Rouault, ICML 2018, "The
 hidden vulnerability of distributed learning in Byzantium").
 
-Multi-Krum first keeps ``theta = n - 2f`` clients; then, coordinate by
-coordinate, the ``beta = theta - 2f`` values closest to their median are
-averaged. Flower's ``Bulyan`` strategy aggregates; its selection rule is
-Flower's ``select_multikrum``, wrapped to record the clients it kept, and the
-others are flagged (confidence 1, kept ones 0). The weights are each client's
-share of the values averaged (:func:`fedlight.aggregation.closest_shares`).
+Krum, applied recursively as the paper's Algorithm (pick the Krum winner,
+remove it, apply Krum to the rest), first keeps ``theta = n - 2f`` clients;
+then, coordinate by coordinate, the ``beta = theta - 2f`` values closest to
+their median are averaged. Flower's ``Bulyan`` strategy aggregates; its
+selection rule is :func:`recursive_krum` (Flower's own default,
+``select_multikrum``, scores everybody once and keeps the ``theta`` lowest:
+``selection=multikrum``), wrapped to record the clients it kept, and the others
+are flagged (confidence 1, kept ones 0). The weights are each client's share of
+the values averaged (:func:`fedlight.aggregation.closest_shares`).
 
 Bulyan needs ``n >= 4f + 3``; with fewer replies Flower's strategy skips the
 round, so here ``f`` is lowered to the largest value the round allows (recorded
@@ -18,9 +21,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 from flwr.app import RecordDict
 from flwr.serverapp.strategy import Bulyan as FlowerBulyan
-from flwr.serverapp.strategy.multikrum import select_multikrum
+from flwr.serverapp.strategy.multikrum import compute_distances, select_multikrum
 
 from fedlight.aggregation import closest_shares
 from fedlight.defenses.base import (
@@ -44,8 +48,55 @@ class BulyanParams(Params):
         doc="f; null: server.max_attackers (lowered per round to fit n >= 4f + 3)",
     )
 
+    selection: str = param(
+        "recursive",
+        choices=("recursive", "multikrum"),
+        doc="Krum applied theta times, each winner removed (paper) | Flower's "
+        "one-shot Multi-Krum",
+    )
+
     def check(self, facts: RunFacts, key: str, owner: str) -> None:
         check_bound(self.num_malicious_nodes, facts, key, owner)
+
+
+def recursive_krum_loop(
+    contents: list[RecordDict], num_malicious: int, num_to_select: int
+) -> list[RecordDict]:
+    """The oracle of :func:`recursive_krum`: Flower's Krum (Multi-Krum with
+    ``m = 1``) on the clients left, its winner removed, ``num_to_select`` times."""
+    left, chosen = list(contents), []
+    while left and len(chosen) < num_to_select:
+        (winner,) = select_multikrum(left, num_malicious, 1)
+        chosen.append(winner)
+        left = [c for c in left if c is not winner]
+    return chosen
+
+
+def recursive_krum(
+    contents: list[RecordDict], num_malicious: int, num_to_select: int
+) -> list[RecordDict]:
+    """Bulyan's selection (El Mhamdi et al., Algorithm 1): Krum's winner among
+    the clients left, removed, ``num_to_select`` times. The distances between
+    two clients do not depend on the others, so one matrix (Flower's
+    ``compute_distances``) serves every step; Krum's score on the ``k`` left is
+    the sum of the ``k - f - 2`` (at least 1) smallest distances to the others,
+    as Flower's ``select_multikrum`` scores them."""
+    if not contents:
+        return []
+    key = list(contents[0].array_records.keys())[0]
+    distances = compute_distances([c[key] for c in contents])
+    left, chosen = list(range(len(contents))), []
+    while left and len(chosen) < num_to_select:
+        sub = distances[np.ix_(left, left)]
+        closest = max(1, len(left) - num_malicious - 2)
+        scores = [np.sum(row[np.argsort(row)[1 : closest + 1]]) for row in sub]
+        winner = left[int(np.argsort(scores)[0])]
+        chosen.append(contents[winner])
+        left.remove(winner)
+    return chosen
+
+
+SELECTIONS = {"recursive": recursive_krum, "multikrum": select_multikrum}
 
 
 def feasible_num_malicious(num_malicious: int, num_replies: int) -> int:
@@ -78,7 +129,8 @@ class Bulyan(Defense):
         def record_selection(
             contents: list[RecordDict], num_malicious: int, num_to_select: int
         ) -> list[RecordDict]:
-            selected.extend(select_multikrum(contents, num_malicious, num_to_select))
+            select = SELECTIONS[self.params.selection]
+            selected.extend(select(contents, num_malicious, num_to_select))
             return selected
 
         # Flower's Bulyan frees the arrays it reads: take the numpy views first.

@@ -37,9 +37,9 @@ As built, and where it deviates:
   after ``warmup`` rounds (default 2: from round 3, on the one distance there
   is; the suspicion averages the distances there are, up to ``N``). The
   authors' code predicts after 30 iterations and clusters once 11 rounds of
-  distances exist, more than our 15-round runs have. Before detection: FedAvg, nobody
-  flagged, scores 0 (so the round's detection metrics record the attackers as
-  missed).
+  distances exist, more than our 15-round runs have. Before detection: the
+  aggregation rule over everyone, nobody flagged, no scores (so those rounds
+  have no detection metrics, rather than counting the attackers as missed).
 - Clients that skip rounds: the prediction uses the client's last update from
   round ``r`` and the global model it started from, ``g_i^r + H (w_t - w_r)``
   (the paper assumes every client every round, where ``r = t - 1``); an update
@@ -50,12 +50,13 @@ As built, and where it deviates:
 - The paper removes the detected clients for good and lets a Byzantine-robust
   rule learn the model from the rest; here the verdict is per round: a flagged
   client is left out of that round's aggregate and judged again next round.
-- Aggregation of the others (``aggregation``): ``fedavg`` (default) with the
-  reported counts, as fedlight's other filtering defences; ``mean`` with equal
-  weights; ``median``, the coordinate-wise median (Yin et al. 2018), one of the
-  robust rules the paper pairs FLDetector with (the authors' ``train_mnist.py``
-  defaults to it). Under ``fedavg`` a boosted count still buys weight until its
-  sender is flagged.
+- Aggregation of the others (``aggregation``): ``median`` (default), the
+  coordinate-wise median (Yin et al. 2018), one of the Byzantine-robust rules
+  the paper pairs FLDetector with and the one the authors' ``train_mnist.py``
+  defaults to; ``mean`` with equal weights; ``fedavg`` with the reported
+  counts, as fedlight's other filtering defences, under which a boosted count
+  buys weight until its sender is flagged (more than half the aggregate for
+  one 20x attacker of 20 in rounds 1-2).
 - The gap statistic: suspicions scaled to [0, 1] as in the authors' code,
   ``references`` uniform samples on [0, 1] (seeded by run seed and round),
   ``Gap(k) = mean_b log W*_kb - log W_k`` (Tibshirani's definition; the
@@ -109,7 +110,7 @@ class FLDetectorParams(Params):
         10, low=1, doc="gap statistic: uniform reference samples per k"
     )
     aggregation: str = param(
-        "fedavg",
+        "median",
         choices=AGGREGATIONS,
         doc="of the kept clients: fedavg (counts), mean (equal) or median",
     )

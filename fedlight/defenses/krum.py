@@ -26,6 +26,10 @@ class KrumParams(Params):
     def num_nodes_to_select(self) -> int:
         return 1
 
+    @property
+    def weighted(self) -> bool:  # one client kept: it is the model either way
+        return False
+
     def check(self, facts: RunFacts, key: str, owner: str) -> None:
         check_bound(self.num_malicious_nodes, facts, key, owner)
 

@@ -2,12 +2,15 @@
 learning with adversaries: Byzantine tolerant gradient descent").
 
 Each client gets a score, the sum of squared distances to its ``n - f - 2``
-nearest neighbours; the ``m`` lowest-scoring clients are kept and averaged by
-their reported counts, which is exactly Flower's ``MultiKrum``. The selection is
-Flower's own :func:`flwr.serverapp.strategy.multikrum.select_multikrum`; the
-unselected clients are flagged (confidence 1, kept ones 0). Distances between
-weights equal distances between updates (the same global model is subtracted
-from both), so weights are compared as Flower does.
+nearest neighbours; the ``m`` lowest-scoring clients are kept and averaged
+equally, as the paper averages the selected gradients (and BackFed and FLPoison
+do), so a boosted count buys an attacker that slips into the selection nothing;
+``weighted=true`` averages them by their reported counts, which is exactly
+Flower's ``MultiKrum``. The selection is Flower's own
+:func:`flwr.serverapp.strategy.multikrum.select_multikrum`; the unselected
+clients are flagged (confidence 1, kept ones 0). Distances between weights equal
+distances between updates (the same global model is subtracted from both), so
+weights are compared as Flower does.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class MultiKrumParams(Params):
     )
     num_nodes_to_select: int | None = param(
         None, low=1, doc="m, the clients kept; null: n - f"
+    )
+    weighted: bool = param(
+        False,
+        doc="average the kept clients by reported counts (Flower's MultiKrum; "
+        "paper: equally)",
     )
 
     def check(self, facts: RunFacts, key: str, owner: str) -> None:
@@ -81,8 +89,11 @@ class MultiKrum(Defense):
     def verdict(self, rnd: RoundInput) -> Verdict:
         m = self.to_select(len(rnd.updates))
         kept = krum_selection(rnd.updates, self.num_malicious, m)
+        counts = rnd.counts()
+        if not self.params.weighted:
+            counts = dict.fromkeys(counts, 1.0)
         return Verdict(
-            weights=selection_weights(rnd.counts(), set(kept)),
+            weights=selection_weights(counts, set(kept)),
             flagged=[cid for cid in rnd.ids if cid not in kept],
             scores={cid: 0.0 if cid in kept else 1.0 for cid in rnd.ids},
             details={

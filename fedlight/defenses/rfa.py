@@ -8,9 +8,12 @@ the smoothed Weiszfeld algorithm: start at the weighted mean, then repeat
 ``v <- sum_i b_i w_i / sum_i b_i`` with ``b_i = a_i / max(nu, ||v - w_i||)``.
 Each step is a weighted average, so the verdict is just the last step's
 weights ``b_i`` and the server's FedAvg computes the iterate: a far-away
-(boosted, scaled or backdoored) model gets a weight inversely proportional to
-its distance. ``a_i`` are the reported example counts (the paper's weights) or,
-with ``weighted=false``, equal. The median is taken of the models; it equals the
+(scaled or backdoored) model's ``a_i`` is divided by its distance. ``a_i`` are
+the reported example counts (the paper's data-size weights) or, with
+``weighted=false``, equal. Count weights trust what a client reports: a client
+with more than half the reported mass *is* the weighted median, and a 20x count
+among 20 clients (20 of 39) pulls it most of the way (the zoo's mnist_20:
+attacker weight 0.95, ASR 1.0). The median is taken of the models; it equals the
 global model plus the geometric median of the updates. Rejects no whole client:
 no scores, no detection metrics.
 """

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from updates import build, clustered, judge, make_round, result
+from flwr.serverapp.strategy.multikrum import select_multikrum
+from updates import build, clustered, judge, make_replies, make_round, result
 
-from fedlight.defenses.bulyan import feasible_num_malicious
+from fedlight.defenses.bulyan import (
+    feasible_num_malicious,
+    recursive_krum,
+    recursive_krum_loop,
+)
 from fedlight.defenses.trimmed_mean import beta_for
 
 VALUES = [1.0, 2.0, 3.0, 4.0, 100.0]  # one client per value
@@ -87,6 +92,55 @@ def test_bulyan_excludes_the_far_client_and_averages_near_the_median():
     assert all(verdict.weights[c] >= 0.0 for c in kept)
     assert sum(verdict.weights[c] for c in kept) == pytest.approx(1.0)
     assert set(verdict.weights) == {str(i) for i in range(7)}
+
+
+def _picked(contents: list, chosen: list) -> list[int]:
+    return [next(i for i, c in enumerate(contents) if c is x) for x in chosen]
+
+
+def test_bulyans_selection_is_krum_applied_recursively():
+    # 1-D clients, n = 7, f = 1, theta = 5. Krum's score: the sum of squared
+    # distances to the k = n - f - 2 nearest others. Once over all seven
+    # (k = 4): 1 -> 310, 2 -> 255, 8 -> 135, 9 -> 150, 15 -> 201, 19 -> 273,
+    # 25 -> 681, so one-shot Multi-Krum keeps 2, 8, 9, 15, 19. Recursively:
+    # 8 wins; then (k = 3) 9 with 149; then (k = 2) 19 with 52; then (k = 1)
+    # 1 and 2 tie at 1 and the first in order wins, as in Flower's argsort;
+    # then 15 and 25 tie at 100: 15. So the paper's rule keeps 1, not 2.
+    values = [1.0, 2.0, 8.0, 9.0, 15.0, 19.0, 25.0]
+    models = [{"w": np.array([v], dtype=np.float32)} for v in values]
+    contents = [m.content for m in make_replies(models)]
+    assert _picked(contents, recursive_krum(contents, 1, 5)) == [2, 3, 5, 0, 4]
+    assert sorted(_picked(contents, select_multikrum(contents, 1, 5))) == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_recursive_krum_equals_flowers_krum_repeated(seed):
+    # the one-distance-matrix version against the oracle that calls Flower's
+    # Krum on the clients left, on random models of several sizes
+    rng = np.random.default_rng(seed)
+    n, f = int(rng.integers(5, 14)), int(rng.integers(0, 3))
+    models = [
+        {"w": rng.standard_normal((3, 4)).astype(np.float32) * rng.uniform(0.5, 3)}
+        for _ in range(n)
+    ]
+    contents = [m.content for m in make_replies(models)]
+    theta = max(1, n - 2 * f)
+    fast = _picked(contents, recursive_krum(contents, f, theta))
+    assert fast == _picked(contents, recursive_krum_loop(contents, f, theta))
+    assert len(set(fast)) == theta
+
+
+def test_bulyan_keeps_flowers_one_shot_selection_on_request():
+    models = clustered(7, {3: 50.0})
+    for selection in ("recursive", "multikrum"):
+        verdict, _ = judge(build("bulyan", selection=selection), make_round(models))
+        assert "3" in verdict.flagged and len(verdict.details["selected"]) == 5
 
 
 def test_bulyan_lowers_f_when_too_few_replies():

@@ -108,7 +108,7 @@ def _simulate(
 
 
 def test_a_client_inconsistent_with_its_prediction_is_flagged_after_warm_up():
-    verdicts = _simulate(build("fldetector"), attacker=0)
+    verdicts = _simulate(build("fldetector", aggregation="fedavg"), attacker=0)
     # Rounds 1-2: no history, FedAvg, nobody flagged, no scores (not judged).
     for v in verdicts[:2]:
         assert v.flagged == [] and not v.details["detecting"]
@@ -134,7 +134,11 @@ def test_consistent_clients_are_not_flagged():
 
 
 def test_median_aggregation_keeps_the_unflagged_clients_median():
-    verdicts = _simulate(build("fldetector", aggregation="median"), attacker=0)
+    # the default, as the authors' train_mnist.py: the attacker flagged as
+    # under fedavg, and in rounds 1-2 the median of everyone
+    verdicts = _simulate(build("fldetector"), attacker=0)
+    assert [v.flagged for v in verdicts] == [[], []] + [["0"]] * 5
+    assert all(v.model is not None for v in verdicts)
     last = verdicts[-1]
     assert last.flagged == ["0"] and last.model is not None
     assert last.weights["0"] == 0.0

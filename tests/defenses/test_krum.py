@@ -21,8 +21,8 @@ def test_krum_keeps_one_central_client_and_flags_the_rest():
     assert len(verdict.flagged) == 5
     assert verdict.scores["5"] == 1.0 and verdict.scores[kept] == 0.0
     assert np.all(np.abs(result(arrays)["w"] - 1.0) < 0.1)
-    # FedAvg's weights: the kept client its count, every other client 0
-    assert verdict.weights == {c: 100.0 if c == kept else 0.0 for c in rnd.ids}
+    # the kept client is the whole model, every other client 0
+    assert verdict.weights == {c: 1.0 if c == kept else 0.0 for c in rnd.ids}
     for key, value in result(arrays).items():
         np.testing.assert_array_equal(value, rnd.updates[int(kept)].numpy[key])
 
@@ -33,12 +33,35 @@ def test_multikrum_flags_exactly_the_far_clients():
     assert sorted(verdict.flagged) == ["2", "6"]  # m = n - f = 6 kept
     assert verdict.details["num_nodes_to_select"] == 6
     assert np.all(np.abs(result(arrays)["w"] - 1.0) < 0.05)
-    assert verdict.weights == {c: 0.0 if c in ("2", "6") else 100.0 for c in rnd.ids}
+    assert verdict.weights == {c: 0.0 if c in ("2", "6") else 1.0 for c in rnd.ids}
 
 
-def test_multikrum_equals_flowers_multikrum():
+def test_multikrum_averages_the_kept_clients_equally_as_its_paper():
+    # Client 0 sits inside the cluster (so Multi-Krum keeps it) but reports a
+    # 20x count: the paper averages the selected updates equally, so its model
+    # is one in five of the aggregate, not 20 in 24 (Flower's count weights).
+    models = clustered(6, {5: 10.0})
+    models[0] = {k: v + 0.2 if k != "count" else v for k, v in models[0].items()}
+    examples = [2000.0] + [100.0] * 5
+    rnd = make_round(models, examples=examples)
+    verdict, arrays = judge(build("multikrum"), rnd)
+    assert verdict.flagged == ["5"]
+    assert verdict.weights == {"5": 0.0, **{str(c): 1.0 for c in range(5)}}
+    for key in ("w", "b"):
+        mean = np.mean([models[c][key] for c in range(5)], axis=0)
+        np.testing.assert_allclose(result(arrays)[key], mean, rtol=1e-6)
+    # weighted=true: Flower's count weights, the boosted client 20 in 24
+    verdict, _ = judge(
+        build("multikrum", weighted=True), make_round(models, examples=examples)
+    )
+    assert verdict.weights["0"] == 2000.0 and verdict.weights["1"] == 100.0
+
+
+def test_weighted_multikrum_equals_flowers_multikrum():
     models = clustered(7, {0: 3.0})
-    ours = build("multikrum", num_malicious_nodes=1, num_nodes_to_select=4)
+    ours = build(
+        "multikrum", num_malicious_nodes=1, num_nodes_to_select=4, weighted=True
+    )
     theirs = FlowerMultiKrum(num_malicious_nodes=1, num_nodes_to_select=4)
     verdict, a = judge(ours, make_round(models))
     b, _ = theirs.aggregate_train(1, make_replies(models))
@@ -61,4 +84,4 @@ def test_boosted_far_client_cannot_buy_its_way_in():
     verdict, arrays = judge(build("multikrum"), rnd)
     assert verdict.flagged == ["0"]
     assert np.all(np.abs(result(arrays)["b"] - 1.0) < 0.05)
-    assert verdict.weights == {"0": 0.0, **{str(c): 100.0 for c in range(1, 6)}}
+    assert verdict.weights == {"0": 0.0, **{str(c): 1.0 for c in range(1, 6)}}
