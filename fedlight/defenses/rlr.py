@@ -13,14 +13,19 @@ average weighs each client by its example count; here that is the reported
 count (their server knew the data sizes), so a boosted client buys weight in the
 average but no extra vote. ``weighted=false`` averages equally, as BackFed does.
 
-``theta`` defaults to ``server.max_attackers + 1``: the paper requires the
-threshold to exceed the number of corrupt agents, so they alone can never carry
-a coordinate; above the round's number of clients every coordinate would flip,
-which the config check refuses. Only learned weights are voted on (the authors
-vote on ``model.parameters()``): BatchNorm's running statistics get plain FedAvg
-and integer buffers keep the global model's value. Excludes nobody: no scores;
-the weights are each client's share of the aggregate. ``details.flipped`` is the
-fraction of voted coordinates whose learning rate was ``-eta``.
+``theta`` defaults to ``max(4, 2 f)`` with ``f = server.max_attackers``: the
+paper requires the threshold to exceed the number of corrupt agents (so they
+alone can never carry a coordinate), a bound, not a setting; the authors' runs
+(``src/runner.sh``) set 4 with 1 corrupt agent of 10 and 8 with 4 of 40, which
+this rule gives. With 20 clients voting, ``f + 1`` = 2 would flip only the
+coordinates where the signs split exactly in half. Above the round's number of
+clients every coordinate would flip, which the config check refuses (and a
+round with fewer replies asks for all of them to agree). Only learned weights
+are voted on (the authors vote on ``model.parameters()``): BatchNorm's running
+statistics get plain FedAvg and integer buffers keep the global model's value.
+Excludes nobody: no scores; the weights are each client's share of the
+aggregate. ``details.flipped`` is the fraction of voted coordinates whose
+learning rate was ``-eta``.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ class RLRParams(Params):
     theta: int | None = param(
         None,
         low=1,
-        doc="signs that must agree to keep +eta; null: server.max_attackers + 1",
+        doc="signs that must agree to keep +eta; null: max(4, 2 server.max_attackers)",
     )
     server_lr: float = param(
         1.0, low=0.0, low_open=True, doc="eta, the server learning rate"
@@ -86,10 +91,11 @@ class RLR(Defense):
     params: RLRParams
 
     def theta(self) -> int:
-        """The agreement threshold: the param, else ``max_attackers + 1``."""
+        """The agreement threshold: the param, else ``max(4, 2 max_attackers)``
+        (the authors' settings)."""
         if self.params.theta is not None:
             return self.params.theta
-        return assumed_attackers(None, self.context) + 1
+        return max(4, 2 * assumed_attackers(None, self.context))
 
     def verdict(self, rnd: RoundInput) -> Verdict:
         keys, start, updates = update_matrix(rnd)

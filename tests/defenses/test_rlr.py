@@ -44,10 +44,10 @@ def test_the_learning_rate_flips_where_fewer_than_theta_signs_agree():
     np.testing.assert_array_equal(robust_lr(UPDATES, 4, 0.5), [0.5, -0.5, -0.5, -0.5])
 
 
-def test_default_theta_is_max_attackers_plus_one_and_the_model_follows():
-    # CTX assumes one attacker: theta 2. Coordinate 1 (one net vote) moves
-    # against the mean, 0 and 2 by the plain mean, the silent 3 stays.
-    verdict, arrays = judge(build("rlr"), five_clients())
+def test_theta_2_flips_the_coordinate_of_one_net_vote_and_the_model_follows():
+    # Coordinate 1 (one net vote) moves against the mean, 0 and 2 by the
+    # plain mean, the silent 3 stays.
+    verdict, arrays = judge(build("rlr", theta=2), five_clients())
     new = result(arrays)
     np.testing.assert_allclose(new["w"], [13.0, 9.6, 9.0, 10.0], rtol=1e-6)
     assert verdict.details == {"theta": 2, "flipped": 0.5}
@@ -61,16 +61,26 @@ def test_a_higher_theta_flips_the_coordinate_of_three_net_votes():
     np.testing.assert_allclose(result(arrays)["w"], [13.0, 9.6, 11.0, 10.0])
 
 
+@pytest.mark.parametrize(("attackers", "theta"), [(1, 4), (2, 4), (4, 8), (5, 10)])
+def test_default_theta_is_the_authors_setting(attackers, theta):
+    # The authors ran theta 4 with 1 corrupt agent of 10 and 8 with 4 of 40:
+    # max(4, 2 f). The five-client round caps it at its 5 replies.
+    rlr = build("rlr", replace(CTX, max_attackers=attackers))
+    assert rlr.theta() == theta
+    verdict, _ = judge(rlr, five_clients())
+    assert verdict.details["theta"] == min(theta, 5)
+
+
 def test_the_average_weighs_reported_counts_but_the_vote_does_not():
     # Client 4 reports four times the others: half the average, still one vote.
     rnd = five_clients([100.0, 100.0, 100.0, 100.0, 400.0])
-    weighted, w_arrays = judge(build("rlr", server_lr=0.5), rnd)
+    weighted, w_arrays = judge(build("rlr", theta=2, server_lr=0.5), rnd)
     mean = np.array([1 / 8] * 4 + [1 / 2]) @ UPDATES  # [3.75, -0.125, -4, 0]
     np.testing.assert_allclose(
         result(w_arrays)["w"], GLOBAL + 0.5 * np.array([1, -1, 1, -1]) * mean
     )
     assert weighted.weights["4"] == pytest.approx(0.5)
-    equal, e_arrays = judge(build("rlr", weighted=False), rnd)
+    equal, e_arrays = judge(build("rlr", theta=2, weighted=False), rnd)
     np.testing.assert_allclose(result(e_arrays)["w"], [13.0, 9.6, 9.0, 10.0])
     assert equal.weights["4"] == pytest.approx(0.2)
 
@@ -100,10 +110,6 @@ def test_theta_above_the_round_is_refused():
     build_params(RLRParams, {"theta": 10}, key="defense", owner="rlr", facts=facts)
     with pytest.raises(ConfigError, match=r"defense.theta=11 is not allowed"):
         build_params(RLRParams, {"theta": 11}, key="defense", owner="rlr", facts=facts)
-
-
-def test_theta_follows_the_server_bound():
-    assert build("rlr", replace(CTX, max_attackers=3)).theta() == 4
 
 
 def test_a_round_with_fewer_replies_than_theta_asks_for_unanimity():
