@@ -53,7 +53,14 @@ Deviations, and why:
   code's training path passes an empty gradient mask); no mask in the first
   round the attacker takes part in; PGD runs in every attacked round (the code
   projects from the eps decay on);
-- a fresh Adam per round (the code keeps the generator's optimiser);
+- the generator is retrained every attacked round with a fresh Adam (lr 0.01,
+  BackFed's ``atk_lr``); the authors' code builds a fresh SGD for it every
+  round (``_create_adv_optimizer``: lr 1e-3 on MNIST, momentum 0.9);
+- the trigger's budget is large enough (0.15 of the pixel range) that, trained
+  against the clean global model, it may act as a targeted adversarial
+  perturbation on its own: part of its ASR need not be a backdoor (not
+  measured; compare with the ASR of the same trigger on FedAvg without the
+  attacker before reading IBA's ASR as the defence's failure);
 - data poisoning of ``poison_fraction`` (0.5) of the non-target samples stands
   for the code's loss ``0.5 CE(clean) + 0.5 CE(poisoned copy)`` per batch.
 """
