@@ -194,6 +194,14 @@ robust_test_adaptive() {
     robust_test adaptive '+experiment=mnist_20,fmnist_20' "${TEST_ATTACK[@]}" \
         attack=backdoor 'attack.rounds=1::3,6:'
 }
+# A3FL's floor: its trigger is re-optimised against each round's global model, so
+# it may score an ASR as an adversarial patch with no backdoor at all. FedAvg with
+# the same attacker optimising and publishing its trigger but poisoning nothing
+# (and no boost) measures that floor (6 runs).
+robust_test_adaptive_floor() {
+    robust_test_none adaptive '+experiment=mnist_20,fmnist_20' "${TEST_ATTACK[@]}" \
+        defense=none attack=a3fl attack.poison_fraction=0 attack.boost=1
+}
 HARDER_ALPHAS=${HARDER_ALPHAS:-0.3}
 robust_test_harder_choice() {  # FedAvg only, never the defence: which Dirichlet alpha
     # (0.3, else HARDER_ALPHAS=0.2) still lets the test attack reach ASR >= 0.8
