@@ -20,8 +20,10 @@ What was built.
   ``change = global_t - remembered global``: exactly ``global_t - global_{t-1}``
   when the attacker was sampled in round t-1, else the change over the rounds
   since it was last sampled. In the first round it takes part in there is no
-  previous global: it trains unmasked (a plain patch backdoor, plus the
-  projection if ``eps`` is set).
+  previous global: the mask then comes from the official code's own proxy for
+  the benign gradient (``grad_mask_cv``), the gradient of the cross-entropy of
+  its clean samples (those not relabelled to the target) on the global model,
+  summed over them (:meth:`Neurotoxin.prepare`), so round 1 is masked too.
 - Mask (:func:`neurotoxin_mask`): the ``round(mask_ratio x n)`` coordinates of
   largest ``|change|`` over all n float parameter coordinates together (one
   global top-k, not per layer: the official code's ``aggregate_all_layer=1``,
@@ -45,10 +47,12 @@ every client has); it remembers them across rounds (Flower's per-node state).
 Nothing about the other clients or the defence.
 
 Deviations. The paper approximates the benign gradient with the previous
-round's global change (as here); its released code instead accumulates the
-gradient of the attacker's own clean data on the current global model
-(``grad_mask_cv``). The global change reflects what the benign clients actually
-did and costs no extra pass. Buffers (BatchNorm running statistics; the
+round's global change (as here from the second round on); its released code
+instead accumulates the gradient of clean data on the current global model
+(``grad_mask_cv``, on data of benign participants; here, having no other
+client's data, on the attacker's own clean samples, and only in the first
+round). The global change reflects what the benign clients actually did and
+costs no extra pass. Buffers (BatchNorm running statistics; the
 ConvNet has none) are not masked: they are not trained by gradients, so the
 update outside the mask is zero for parameters only. The attacker trains like
 every client (Adam, the run's epochs and rate) rather than with the paper's
@@ -58,6 +62,7 @@ own attacker learning rate; for durability, stop the attack with
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +74,7 @@ from fedlight.attacks.pgd import project_to_ball
 from fedlight.params import param
 
 MEMORY_PREFIX = "previous_global."
+GRADIENT_PREFIX = "clean_gradient."  # round 1's proxy for the benign change
 
 
 def neurotoxin_mask(change: State, mask_ratio: float) -> State:
@@ -105,23 +111,52 @@ def remember_global(global_state: State, memory: State) -> None:
             memory[MEMORY_PREFIX + k] = v.detach().cpu().clone()
 
 
+def clean_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256
+) -> State:
+    """The gradient of the summed cross-entropy of ``(x, y)`` on a copy of
+    ``model`` (the global model), per parameter: Neurotoxin's official proxy
+    for the benign gradient (``grad_mask_cv``)."""
+    net = copy.deepcopy(model).train()
+    net.zero_grad(set_to_none=True)
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        nn.functional.cross_entropy(net(xb), yb, reduction="sum").backward()
+    return {
+        n: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone()
+        for n, p in net.named_parameters()
+    }
+
+
 def masked_training(
     global_state: State, memory: State, mask_ratio: float, eps: float | None
 ) -> TrainingHooks:
     """Neurotoxin's training: gradients zeroed on the ``mask_ratio`` parameter
-    coordinates the global model changed most since the remembered one (no
-    mask without one: the first round), and, with ``eps``, the model
-    projected onto the L2 ball around the global model after every step."""
+    coordinates the global model changed most since the remembered one (without
+    one, the first round: those of largest clean gradient, if ``memory`` holds
+    it), and, with ``eps``, the model projected onto the L2 ball around the
+    global model after every step."""
     previous = remembered_global(memory)
+    gradient = {
+        k[len(GRADIENT_PREFIX) :]: v
+        for k, v in memory.items()
+        if k.startswith(GRADIENT_PREFIX)
+    }
     before_step = None
-    if previous and mask_ratio > 0:
+    if (previous or gradient) and mask_ratio > 0:
         current = {k: v.detach().clone() for k, v in global_state.items()}
         masks: State = {}
 
         def before_step(model: nn.Module) -> None:
             if not masks:  # built once, over the model's parameters only
-                names = [n for n, _ in model.named_parameters() if n in previous]
-                change = {n: current[n].float() - previous[n].float() for n in names}
+                if previous:
+                    names = [n for n, _ in model.named_parameters() if n in previous]
+                    change = {
+                        n: current[n].float() - previous[n].float() for n in names
+                    }
+                else:
+                    names = [n for n, _ in model.named_parameters() if n in gradient]
+                    change = {n: gradient[n] for n in names}
                 masks.update(neurotoxin_mask(change, mask_ratio))
             for name, p in model.named_parameters():
                 if p.grad is not None and name in masks:
@@ -161,6 +196,25 @@ class Neurotoxin(Backdoor):
         doc="L2 radius of the update, projected after every step (null: no PGD)",
     )
 
+    def prepare(
+        self,
+        client_id: int,
+        server_round: int,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        pixel_max: float,
+        memory: State,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Without a remembered global model (the first round it takes part
+        in), store the clean gradient the mask then comes from."""
+        clean = y != self.target_label  # never relabelled: unpoisoned
+        if not remembered_global(memory) and self.mask_ratio > 0 and clean.any():
+            for name, g in clean_gradient(model, x[clean], y[clean]).items():
+                memory[GRADIENT_PREFIX + name] = g
+        return x, y
+
     def training_hooks(
         self, client_id: int, server_round: int, global_state: State, memory: State
     ) -> TrainingHooks:
@@ -169,5 +223,8 @@ class Neurotoxin(Backdoor):
     def observe(
         self, client_id: int, server_round: int, global_state: State, memory: State
     ) -> None:
-        """Remember this round's global model for the next round's mask."""
+        """Remember this round's global model for the next round's mask (and
+        forget the first round's gradient, which it replaces)."""
+        for key in [k for k in memory if k.startswith(GRADIENT_PREFIX)]:
+            del memory[key]
         remember_global(global_state, memory)

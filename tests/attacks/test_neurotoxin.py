@@ -1,6 +1,7 @@
 """Neurotoxin: the mask is the top-|change| coordinates of the last global
-change, the sent update is exactly zero on them after a real client fit, the
-first round trains unmasked, and the attacker remembers the global model."""
+change (in the first round, of the clean gradient), the sent update is exactly
+zero on them after a real client fit, and the attacker remembers the global
+model."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from flwr.app import ArrayRecord
 
 from fedlight.attacks.backdoor import Backdoor
 from fedlight.attacks.neurotoxin import (
+    GRADIENT_PREFIX,
     MEMORY_PREFIX,
     Neurotoxin,
+    clean_gradient,
     neurotoxin_mask,
     remembered_global,
 )
@@ -106,13 +109,42 @@ def test_the_sent_update_is_zero_on_the_masked_coordinates(eps):
         assert torch.equal(plain[k][~m], state[k][~m]), k
 
 
-def test_without_a_previous_global_it_trains_unmasked_as_the_plain_backdoor():
+def test_without_a_previous_global_the_mask_comes_from_the_clean_gradient():
+    # Round 1: no global change yet. As the official grad_mask_cv, the mask
+    # drops the coordinates of largest gradient of the clean samples (those
+    # not relabelled to the target) on the global model.
     state, _, _ = _global_and_memory()
     attack = Neurotoxin(malicious_clients=[0], mask_ratio=0.3)
     assert attack.training_hooks(0, 1, state, {}).before_step is None
-    sent, _ = fit_client(spec(attack), 0, state, server_round=1, memory={})
+    memory: dict = {}
+    sent, _ = fit_client(spec(attack, lr=1e-2), 0, state, server_round=1, memory=memory)
+    x, y = client_data(spec(attack), 0)
+    clean = y != attack.target_label
+    model = build_model("convnet", 10, 1)
+    model.load_state_dict(state)
+    keep = neurotoxin_mask(clean_gradient(model, x[clean], y[clean]), 0.3)
+    for k, m in keep.items():
+        assert torch.equal(sent[k][~m], state[k][~m]), k
+    assert sum(int((sent[k] != state[k])[m].sum()) for k, m in keep.items()) > 0
+    # Afterwards the memory holds this round's global, not the gradient.
+    assert not any(k.startswith(GRADIENT_PREFIX) for k in memory)
+    assert set(remembered_global(memory)) == set(state)
+    # With nothing masked it is the plain backdoor.
+    free = Neurotoxin(malicious_clients=[0], mask_ratio=0.0)
+    sent, _ = fit_client(spec(free), 0, state, server_round=1, memory={})
     plain, _ = fit_client(spec(Backdoor(malicious_clients=[0])), 0, state, 1)
     assert all(torch.equal(sent[k], plain[k]) for k in plain)
+
+
+def test_the_clean_gradient_sums_the_per_sample_gradients():
+    torch.manual_seed(0)
+    model = build_model("convnet", 10, 1)
+    x, y = torch.randn(5, 1, 32, 32), torch.tensor([0, 1, 2, 3, 4])
+    total = clean_gradient(model, x, y, batch_size=2)  # batches of 2, 2, 1
+    for i in range(5):
+        one = clean_gradient(model, x[i : i + 1], y[i : i + 1])
+        total = {k: v - one[k] for k, v in total.items()}
+    assert all(v.abs().max() < 1e-5 for v in total.values())
 
 
 def test_observe_stores_the_global_model_as_tensors_flower_can_keep():
