@@ -239,8 +239,12 @@ robust_test_clean() {  # FedAvg with the test trigger and no attacker on every t
     robust_test_none clean '+experiment=mnist_20_dirichlet05' \
         "partition.alpha=$HARDER_ALPHA" "${floor[@]}"
 }
+# TEST_DIRS: every folder of test runs (space-separated), when chunks ran at
+# different commits (the adaptive chunk runs after f8657a5: TEST.md says why).
 robust_test_report() {  # every test run, FedAvg's clean runs among them
-    python -m fedlight.report "$DIR/robust_test" --out docs/results/robust/test \
+    local dirs
+    read -ra dirs <<<"${TEST_DIRS:-$DIR/robust_test}"
+    python -m fedlight.report "${dirs[@]}" --out docs/results/robust/test \
         --target 'max_asr<=0.10' --target 'max_asr_after_1<=0.05' \
         --target 'recall>=0.95' --target 'precision>=0.9' --target 'fpr<=0.05' \
         --target 'attacker_weight<=0.02' --target 'accuracy_drop<=0.01'
