@@ -192,6 +192,8 @@ robust_test_adaptive() {
     robust_test adaptive '+experiment=mnist_20,fmnist_20' "${TEST_ATTACK[@]}" \
         attack=whitebox_robust attack.gate=false,true 'attack.rounds=2:'
     robust_test adaptive '+experiment=mnist_20,fmnist_20' "${TEST_ATTACK[@]}" \
+        attack=whitebox_robust attack.gate=true attack.evade=searched 'attack.rounds=2:'
+    robust_test adaptive '+experiment=mnist_20,fmnist_20' "${TEST_ATTACK[@]}" \
         attack=backdoor 'attack.rounds=1::3,6:'
 }
 # A3FL's floor: its trigger is re-optimised against each round's global model, so
@@ -267,7 +269,8 @@ adaptive_neurotoxin() { adaptive_all neurotoxin attack=neurotoxin 'attack.rounds
 adaptive_a3fl() { adaptive_all a3fl attack=a3fl; }
 adaptive_whitebox() {
     adaptive_all whitebox_feddefender attack=whitebox_feddefender
-    adaptive_all whitebox_robust attack=whitebox_robust attack.gate=true 'attack.rounds=2:'
+    adaptive_all whitebox_robust attack=whitebox_robust attack.gate=true \
+        attack.evade=searched 'attack.rounds=2:'
 }
 adaptive_intermittent() { adaptive_all intermittent attack=backdoor 'attack.rounds=1:10:3'; }
 adaptive_report() {

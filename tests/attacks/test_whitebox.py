@@ -199,19 +199,55 @@ def test_whitebox_feddefender_lowers_its_feddefender_confidence():
     assert float(after[0]) < float(before[0])
 
 
-@pytest.mark.parametrize("gate", [False, True])
-def test_whitebox_robust_lowers_its_disagreement_z_score(gate):
+@pytest.mark.parametrize(
+    ("gate", "evade"), [(False, "starts"), (True, "starts"), (False, "searched")]
+)
+def test_whitebox_robust_lowers_its_disagreement_z_score(gate, evade):
     setting = {"num_clients": 6, "seed": 0, "server_round": 2, "epochs": 5}
     params = RobustParams(remote=False, steps=5, num_inputs=10)
     defense = RobustFedDefender(params, CTX)
     glob = world(6, 0)[1]
     plain = round_states(Backdoor(), lr=1e-3, **setting)
-    attack = WhiteboxRobust(**KNOWS, steps=5, num_inputs=10, gate=gate)
+    attack = WhiteboxRobust(**KNOWS, steps=5, num_inputs=10, gate=gate, evade=evade)
     evading = round_states(attack, lr=1e-3, **setting)
     z_before = defense.scores(2, glob, plain).statistic
     z_after = defense.scores(2, glob, evading).statistic
     assert float(z_before[0]) > params.z_cut, "the plain backdoor is caught"
     assert float(z_after[0]) < float(z_before[0])
+
+
+def test_the_searched_term_is_the_kl_the_servers_own_search_finds():
+    # evade=searched runs the defence's search on the attacker's model: its
+    # value is what disagreement_per_client (the server's per-client engine,
+    # the oracle of the batched one) reports for that model.
+    from types import SimpleNamespace
+
+    from fedlight.attacks.whitebox import searched_term
+    from fedlight.defenses.robust_fingerprint import disagreement_per_client
+
+    glob = world(3, 0)[1]
+    attacker = fit(3, 0, 0, Backdoor(), 2, 1, 1e-2)
+    reference = build_model("convnet", 10, 1)
+    reference.load_state_dict(glob)
+    model = build_model("convnet", 10, 1)
+    model.load_state_dict(attacker)
+    starts = torch.rand(4, 1, 32, 32)
+    job = SimpleNamespace(mean=MEAN, std=STD, steps=3, lr=0.2, universal=True)
+    value = searched_term(reference, starts, job)(model)
+    bounds = ((0.0 - MEAN) / STD, (1.0 - MEAN) / STD)
+    kl = disagreement_per_client(
+        build_model("convnet", 10, 1),
+        glob,
+        [attacker],
+        starts,
+        bounds,
+        steps=3,
+        lr=0.2,
+        universal=True,
+    )
+    assert float(value.detach()) == pytest.approx(float(kl[0]), rel=1e-5)
+    value.backward()  # and it reaches the attacker's weights
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_the_robust_term_waits_for_a_global_reference():
