@@ -153,32 +153,66 @@ def sample_clients(seed: int, server_round: int, num_clients: int, k: int) -> li
     return sorted(int(c) for c in rng.choice(num_clients, size=k, replace=False))
 
 
+# Error replies that say the client never got to run: Ray's actor was restarting
+# (after another client's actor died) when the message reached it. Sent again.
+TRANSIENT_ERRORS = ("ActorUnavailableError",)
+
+
+def resend(msg: Message) -> Message:
+    """A new message with ``msg``'s content for the same node."""
+    return Message(
+        msg.content,
+        dst_node_id=msg.metadata.dst_node_id,
+        message_type=msg.metadata.message_type,
+    )
+
+
 def collect_replies(
     grid: Grid,
     messages: list[Message],
     owner: dict[int, int],
     timeout: float,
     poll_s: float,
+    retries: int = 1,
+    fresh: Callable[[Message], Message] = resend,
 ) -> tuple[list[Message], dict[str, str]]:
     """Send, wait at most ``timeout``; return good replies and failures by client.
 
     A failure is an error reply (the ClientApp raised or its actor died) or no
-    reply within the timeout.
+    reply within the timeout. An error that only says the client's actor was
+    unavailable (:data:`TRANSIENT_ERRORS`: it was restarting) is sent again, up
+    to ``retries`` times within the same ``timeout``, as ``fresh(message)``.
     """
-    replies = send_and_receive(grid, messages, timeout, poll_s)
+    deadline = time.monotonic() + timeout
+    sent = {m.metadata.dst_node_id: m for m in messages}
     failures: dict[str, str] = {}
-    good = []
-    for reply in replies:
-        if reply.has_error():
-            failures[str(owner[reply.metadata.src_node_id])] = reply.error.reason
-        else:
-            good.append(reply)
-    answered = {r.metadata.src_node_id for r in replies}
-    for msg in messages:
-        if msg.metadata.dst_node_id not in answered:
-            failures[str(owner[msg.metadata.dst_node_id])] = (
-                f"no reply in {timeout:g} s"
-            )
+    good: list[Message] = []
+    pending = list(messages)
+    for attempt in range(retries + 1):
+        left = max(0.0, deadline - time.monotonic())
+        replies = send_and_receive(grid, pending, left, poll_s)
+        again = []
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if not reply.has_error():
+                good.append(reply)
+                continue
+            reason = reply.error.reason
+            if attempt < retries and any(e in reason for e in TRANSIENT_ERRORS):
+                again.append(sent[node])
+            failures[str(owner[node])] = reason  # unless the resend succeeds
+        answered = {r.metadata.src_node_id for r in replies}
+        for msg in pending:
+            if msg.metadata.dst_node_id not in answered:
+                failures[str(owner[msg.metadata.dst_node_id])] = (
+                    f"no reply in {timeout:g} s"
+                )
+        if not again or time.monotonic() >= deadline:
+            break
+        for msg in again:
+            del failures[str(owner[msg.metadata.dst_node_id])]
+        pending = [fresh(msg) for msg in again]
+        sent.update({m.metadata.dst_node_id: m for m in pending})
     return sorted(good, key=lambda r: owner[r.metadata.src_node_id]), failures
 
 

@@ -89,6 +89,85 @@ def test_a_reply_is_the_client_its_node_announced_not_what_it_claims() -> None:
     assert failures == {"3": "no reply in 0.2 s"}
 
 
+class FlakyGrid:
+    """Replies at once; node ``n`` answers its first ``errors[n]`` messages
+    with an error reply of reason ``reasons[n]`` (as Flower's Ray backend
+    reports a failed ClientApp), the later ones normally."""
+
+    def __init__(self, errors: dict[int, int], reasons: dict[int, str]) -> None:
+        self.errors, self.reasons = dict(errors), reasons
+        self.pushes: list[int] = []
+        self.queued: dict[str, int] = {}
+
+    def push_messages(self, messages: list[NS]) -> list[str]:
+        ids = []
+        for msg in messages:
+            mid = f"m{len(self.pushes)}"
+            self.pushes.append(msg.metadata.dst_node_id)
+            self.queued[mid] = msg.metadata.dst_node_id
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids: set[str]) -> list[NS]:
+        out = []
+        for mid in sorted(message_ids):
+            node = self.queued.pop(mid)
+            failing = self.errors.get(node, 0) > 0
+            self.errors[node] = self.errors.get(node, 0) - 1
+            out.append(
+                NS(
+                    metadata=NS(reply_to_message_id=mid, src_node_id=node),
+                    has_error=lambda failing=failing: failing,
+                    error=NS(reason=self.reasons.get(node, "")),
+                )
+            )
+        return out
+
+
+UNAVAILABLE = (
+    "<class 'ray.exceptions.ActorUnavailableError'>:<'The actor 36 is unavailable: "
+    "The actor is temporarily unavailable: IOError: The actor is restarting.'>"
+)
+
+
+def test_a_client_whose_actor_was_restarting_is_sent_the_round_again() -> None:
+    # Node 2's actor was restarting (another client's actor had died): its
+    # client never ran, so it gets the message again and trains. Node 3's
+    # ClientApp raised: a real failure, not sent again.
+    owner = {1: 0, 2: 1, 3: 2}
+    grid = FlakyGrid({2: 1, 3: 1}, {2: UNAVAILABLE, 3: "ValueError: boom"})
+    good, failures = collect_replies(
+        grid, messages([1, 2, 3]), owner, timeout=1.0, poll_s=0.01, fresh=lambda m: m
+    )
+    assert [r.metadata.src_node_id for r in good] == [1, 2]
+    assert failures == {"2": "ValueError: boom"}
+    assert grid.pushes == [1, 2, 3, 2]  # node 2 twice, node 3 once
+    # Once only: an actor still unavailable on the resend is a failure.
+    grid = FlakyGrid({2: 5}, {2: UNAVAILABLE})
+    good, failures = collect_replies(
+        grid, messages([1, 2]), owner, timeout=1.0, poll_s=0.01, fresh=lambda m: m
+    )
+    assert [r.metadata.src_node_id for r in good] == [1]
+    assert failures == {"1": UNAVAILABLE} and grid.pushes == [1, 2, 2]
+
+
+def test_the_resent_message_carries_the_same_round_to_the_same_node() -> None:
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedlight.server import resend
+
+    TaskIdentity.task_id, TaskIdentity.run_id = 1, 1  # as inside a Flower run
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    content = RecordDict({"config": ConfigRecord({"server-round": 3})})
+    msg = Message(content, dst_node_id=7, message_type=MessageType.TRAIN)
+    again = resend(msg)
+    assert again.metadata.dst_node_id == 7
+    assert again.metadata.message_type == MessageType.TRAIN
+    assert again.content["config"]["server-round"] == 3
+
+
 def claims(by_node: dict[int, int]) -> list[NS]:
     """Discovery replies: each node announces the partition it claims."""
     return [
