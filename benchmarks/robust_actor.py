@@ -27,7 +27,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +34,14 @@ import ray
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robust_cost import CLASSES, MEAN, SHAPE, STD, client_states  # noqa: E402
+from robust_cost import (  # noqa: E402
+    CLASSES,
+    MEAN,
+    SHAPE,
+    STD,
+    client_states,
+    interleaved_seconds,
+)
 
 from fedlight.defenses.base import DefenseContext  # noqa: E402
 from fedlight.defenses.feddefender_robust import (  # noqa: E402
@@ -78,15 +84,7 @@ def measure(repeats: int, clients: int) -> dict[str, float]:
     calls["passive_1thread"] = lambda: ray.get(
         actors["passive"].call.remote(run_robust_job, one, global_state, states)
     )
-    for fn in calls.values():  # warm-up: worker start, imports, thread pools
-        fn()
-        fn()
-    seconds: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            start = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - start)
+    seconds = interleaved_seconds(calls, repeats, warmups=2)
     return {name: statistics.median(ts) for name, ts in seconds.items()}
 
 

@@ -126,17 +126,27 @@ def engines(model_name: str, clients: int) -> dict[str, Callable[[], torch.Tenso
     }
 
 
-def measure(model_name: str, clients: int, repeats: int) -> dict[str, object]:
-    """Median seconds per engine over interleaved repeats, and the ratios."""
-    runs = engines(model_name, clients)
-    for fn in runs.values():  # warm-up: allocator, thread pools, first-call costs
-        fn()
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
+def interleaved_seconds(
+    calls: dict[str, Callable[[], object]], repeats: int, warmups: int = 1
+) -> dict[str, list[float]]:
+    """Seconds of every call per repeat, the calls interleaved so that a noisy
+    neighbour slows them alike, after ``warmups`` untimed calls each
+    (allocator, thread pools, worker start: first-call costs)."""
+    for fn in calls.values():
+        for _ in range(warmups):
+            fn()
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
-        for name, fn in runs.items():
+        for name, fn in calls.items():
             start = time.perf_counter()
             fn()
             seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def measure(model_name: str, clients: int, repeats: int) -> dict[str, object]:
+    """Median seconds per engine over interleaved repeats, and the ratios."""
+    seconds = interleaved_seconds(engines(model_name, clients), repeats)
     median = {name: statistics.median(ts) for name, ts in seconds.items()}
     row = {
         "model": model_name,

@@ -95,13 +95,14 @@ def neurotoxin_mask(change: State, mask_ratio: float) -> State:
     return masks
 
 
+def stored(memory: State, prefix: str) -> State:
+    """The tensors ``memory`` keeps under ``prefix``, by their own names."""
+    return {k[len(prefix) :]: v for k, v in memory.items() if k.startswith(prefix)}
+
+
 def remembered_global(memory: State) -> State:
     """The global model the attacker stored in ``memory`` (empty: none yet)."""
-    return {
-        k[len(MEMORY_PREFIX) :]: v
-        for k, v in memory.items()
-        if k.startswith(MEMORY_PREFIX)
-    }
+    return stored(memory, MEMORY_PREFIX)
 
 
 def remember_global(global_state: State, memory: State) -> None:
@@ -137,11 +138,7 @@ def masked_training(
     it), and, with ``eps``, the model projected onto the L2 ball around the
     global model after every step."""
     previous = remembered_global(memory)
-    gradient = {
-        k[len(GRADIENT_PREFIX) :]: v
-        for k, v in memory.items()
-        if k.startswith(GRADIENT_PREFIX)
-    }
+    gradient = stored(memory, GRADIENT_PREFIX)
     before_step = None
     if (previous or gradient) and mask_ratio > 0:
         current = {k: v.detach().clone() for k, v in global_state.items()}
@@ -225,6 +222,6 @@ class Neurotoxin(Backdoor):
     ) -> None:
         """Remember this round's global model for the next round's mask (and
         forget the first round's gradient, which it replaces)."""
-        for key in [k for k in memory if k.startswith(GRADIENT_PREFIX)]:
-            del memory[key]
+        for name in stored(memory, GRADIENT_PREFIX):
+            del memory[GRADIENT_PREFIX + name]
         remember_global(global_state, memory)

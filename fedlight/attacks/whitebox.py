@@ -260,9 +260,13 @@ def searched_term(
     bounds = ((0.0 - job.mean) / job.std, (1.0 - job.mean) / job.std)
     ref = reference.eval().requires_grad_(False)
     k = len(starts)
+    copies: list[nn.Module] = []  # one detached copy, its weights refreshed
 
     def term(model: nn.Module) -> Tensor:
-        frozen = copy.deepcopy(model).eval().requires_grad_(False)
+        if not copies:
+            copies.append(copy.deepcopy(model).eval().requires_grad_(False))
+        frozen = copies[0]
+        frozen.load_state_dict(model.state_dict())
 
         def loss(x: Tensor) -> Tensor:
             return -kl_per_input(ref(x), frozen(x)).sum() / k
