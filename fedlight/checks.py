@@ -18,11 +18,11 @@ from fedlight.attacks import ATTACKS, Attack
 from fedlight.data import DATASETS, PARTITIONS
 from fedlight.defenses import DEFENSES, Defense, DefenseContext
 from fedlight.models import MODELS
+from fedlight.models.kernels import MEMORY_FORMATS, OPTIMIZERS
 from fedlight.params import ConfigError, RunFacts, build_params
 from fedlight.registry import Plugin, Registry
 from fedlight.tracking import MODES
 
-OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("cpu", "cuda")
 
 
@@ -126,12 +126,16 @@ def check_config(cfg: DictConfig) -> None:
     _number_in(cfg, "client.lr", 0.0, open_low=True)
     _int_in(cfg, "client.batch_size", 1)
     _one_of(cfg, "client.optimizer", OPTIMIZERS)
+    if cfg_get(cfg, "client.fused_optimizer") not in (None, True, False):
+        _fail("client.fused_optimizer", cfg.client.fused_optimizer, "true or false")
 
     _one_of(cfg, "dataset.name", DATASETS)
     _int_in(cfg, "dataset.image_size", 8)
     if cfg.dataset.max_train_samples is not None:
         _int_in(cfg, "dataset.max_train_samples", cfg.num_clients)
     _one_of(cfg, "model.name", MODELS)
+    if cfg_get(cfg, "model.memory_format") is not None:
+        _one_of(cfg, "model.memory_format", MEMORY_FORMATS)
     _one_of(cfg, "partition.name", PARTITIONS)
     if cfg.partition.name == "dirichlet":
         _number_in(cfg, "partition.alpha", 0.0, open_low=True)

@@ -42,6 +42,8 @@ class ClientSpec:
     lr: float = 1e-3
     batch_size: int = 32
     optimizer: str = "adam"
+    memory_format: str = "contiguous"  # fedlight.models.kernels
+    fused_optimizer: bool = False
     device: str = "cpu"
     seed: int = 0
     num_threads: int = 1
@@ -158,7 +160,14 @@ def fit_client(
         if active
         else None
     )
-    module = Classifier(model, lr=spec.lr, optimizer=spec.optimizer, hooks=hooks)
+    module = Classifier(
+        model,
+        lr=spec.lr,
+        optimizer=spec.optimizer,
+        hooks=hooks,
+        memory_format=spec.memory_format,
+        fused=spec.fused_optimizer,
+    )
     generator = torch.Generator().manual_seed(
         derive_seed(spec.seed, "shuffle", client_id, server_round)
     )
@@ -183,7 +192,9 @@ def fit_client(
         attack.reported_examples(client_id, len(y)) if active else float(len(y))
     )
     metrics["partition-id"] = float(client_id)
-    new_state = {k: v.detach().cpu() for k, v in module.model.state_dict().items()}
+    new_state = {
+        k: v.detach().cpu().contiguous() for k, v in module.model.state_dict().items()
+    }
     if active:
         new_state = attack.tamper(client_id, state, new_state)
     if attack.is_malicious(client_id):

@@ -38,6 +38,7 @@ from fedlight.client import client_data, prepare_data
 from fedlight.defenses.remote import run_job
 from fedlight.evaluation import detection_metrics
 from fedlight.models import build_model
+from fedlight.models.kernels import batch_layout, make_optimizer, to_layout
 from fedlight.models.module import TensorBatches
 from fedlight.record import RoundRecord, attacker_share, normalised
 from fedlight.sanitize import screen_updates
@@ -63,27 +64,27 @@ def train_client(
     optimizer: str,
     generator: torch.Generator,
     hooks: TrainingHooks | None = None,
+    memory_format: str = "contiguous",
+    fused: bool = False,
 ) -> tuple[State, dict[str, float]]:
     """Train ``state`` on (x, y) as a client's Lightning fit does, in a plain loop.
 
     Returns the new state and the fit's metrics; ``train-seconds`` is the time
     inside the epoch loop only (the pure training time). An attacker's
-    ``hooks`` run where the Lightning module runs them.
+    ``hooks`` run where the Lightning module runs them; ``memory_format`` and
+    ``fused`` pick the same kernels (:mod:`fedlight.models.kernels`).
     """
     hooks = hooks or TrainingHooks()
     model.load_state_dict(state)
+    to_layout(model, memory_format)
     model.train()
-    if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=0.9
-        )
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = make_optimizer(model.parameters(), optimizer, lr, fused)
     batches = TensorBatches(x, y, batch_size, generator)
     loss_sum, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     for _ in range(epochs):
         for xb, yb in batches:  # a new permutation per epoch, as Lightning draws
+            xb = batch_layout(xb, memory_format)
             opt.zero_grad(set_to_none=True)
             logits = model(xb)  # (batch, classes)
             loss = nn.functional.cross_entropy(logits, yb)
@@ -100,7 +101,11 @@ def train_client(
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(yb)
     seconds = time.perf_counter() - start
-    new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    new_state = {
+        k: v.detach().clone(memory_format=torch.contiguous_format)
+        for k, v in model.state_dict().items()
+    }
+    to_layout(model, "contiguous")  # as a fresh model: the next attacker prepares on it
     metrics = {
         "train-loss": loss_sum / max(seen, 1),
         "train-accuracy": correct / max(seen, 1),
@@ -187,6 +192,8 @@ def train_clients(
             optimizer=cfg.client.optimizer,
             generator=shuffle,
             hooks=hooks,
+            memory_format=spec.memory_format,
+            fused=spec.fused_optimizer,
         )
         states[str(cid)] = attack.tamper(cid, global_state, state) if active else state
         if attack.is_malicious(cid):

@@ -204,6 +204,8 @@ class Experiment:
             lr=cfg.client.lr,
             batch_size=cfg.client.batch_size,
             optimizer=cfg.client.optimizer,
+            memory_format=cfg.model.get("memory_format") or "contiguous",
+            fused_optimizer=bool(cfg.client.get("fused_optimizer", False)),
             device=cfg.device,
             seed=cfg.seed,
             num_threads=num_threads,

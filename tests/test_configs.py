@@ -194,6 +194,8 @@ BAD = [
     (["client.lr=-0.1"], "client.lr"),
     (["client.batch_size=0"], "client.batch_size"),
     (["client.optimizer=rmsprop"], "client.optimizer"),
+    (["client.fused_optimizer=maybe"], "client.fused_optimizer"),
+    (["model.memory_format=nhwc"], "model.memory_format"),
     (["dataset.image_size=4"], "dataset.image_size"),
     (["dataset.max_train_samples=5"], "dataset.max_train_samples"),
     (["partition=dirichlet", "partition.alpha=0"], "partition.alpha"),

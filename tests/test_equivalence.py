@@ -45,6 +45,9 @@ SMALL = [
     "dataset.max_train_samples=1200",
     "wandb.mode=disabled",
     "simulation.round_timeout_s=300",
+    # the kernels of the recording (fedlight.models.kernels' plain choices)
+    "model.memory_format=contiguous",
+    "client.fused_optimizer=false",
 ]
 
 

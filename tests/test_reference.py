@@ -73,8 +73,9 @@ def test_reference_and_full_stack_agree(data_root, ray_tmp, tmp_path):
     assert final.keys() == ref["final_state"].keys()
     for key, value in final.items():
         torch.testing.assert_close(ref["final_state"][key], value, rtol=0, atol=1e-3)
-    # Today they are bit-identical: same seeds, data, thread count and FedAvg
-    # order. A faster client may legitimately sum in another order: say so only.
+    # In one process the Lightning client and the loop are bit-identical
+    # (tests/test_kernels.py); across Ray's actor processes the weights differ by
+    # float rounding (~5e-6 after two rounds here). Say so only.
     identical = all(torch.equal(ref["final_state"][k], v) for k, v in final.items())
     if not identical:
         warnings.warn(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fedlight.attacks.base import TrainingHooks
+from fedlight.models.kernels import batch_layout, make_optimizer, to_layout
 
 
 class TensorBatches:
@@ -61,7 +62,8 @@ class Classifier(pl.LightningModule):
 
     Keeps running sums of loss and accuracy instead of ``self.log`` so that a
     logger-less Trainer inside a Ray actor stays cheap; read them with
-    :meth:`train_metrics` after ``fit``.
+    :meth:`train_metrics` after ``fit``. ``memory_format`` and ``fused``
+    choose the kernels (:mod:`fedlight.models.kernels`), not the computation.
     """
 
     def __init__(
@@ -70,9 +72,13 @@ class Classifier(pl.LightningModule):
         lr: float = 1e-3,
         optimizer: str = "adam",
         hooks: TrainingHooks | None = None,
+        memory_format: str = "contiguous",
+        fused: bool = False,
     ):
         super().__init__()
-        self.model = model
+        self.model = to_layout(model, memory_format)
+        self.memory_format = memory_format
+        self.fused = fused
         self.lr = lr
         self.optimizer_name = optimizer
         self.hooks = hooks or TrainingHooks()  # an attacker's changes to training
@@ -107,6 +113,7 @@ class Classifier(pl.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         x, y = batch
+        x = batch_layout(x, self.memory_format)
         logits = self.model(x)
         loss = nn.functional.cross_entropy(logits, y)
         if self.hooks.extra_loss is not None:
@@ -128,6 +135,6 @@ class Classifier(pl.LightningModule):
         }
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self.optimizer_name == "sgd":
-            return torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=0.9)
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        return make_optimizer(
+            self.model.parameters(), self.optimizer_name, self.lr, self.fused
+        )
