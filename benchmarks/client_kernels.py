@@ -6,7 +6,8 @@ runs, one thread as ``simulation.client_resources.num_cpus=1`` gives it), once
 per kernel choice: the tensors' memory layout (``model.memory_format``) and the
 optimiser's implementation (``client.fused_optimizer``). The choices are
 interleaved per repeat so that a noisy neighbour slows them alike; the median
-seconds per step and the ratios to the plain kernels are reported.
+seconds per step (the whole ``fit_client`` call: model, Trainer, fit) and the
+ratios to the plain kernels are reported.
 
     python benchmarks/client_kernels.py   # convnet 3,000 images, resnet18 256
     python benchmarks/client_kernels.py --cases convnet:3000 --repeats 3
@@ -22,10 +23,12 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from robust_cost import interleaved_seconds
 
 from fedlight.attacks.backdoor import Backdoor
 from fedlight.client import ClientSpec, fit_client
@@ -69,13 +72,11 @@ def measure(model: str, images: int, repeats: int) -> dict[str, object]:
     state = build_model(model, 10, 1).state_dict()
     specs = {name: client(model, images, *c) for name, c in CHOICES.items()}
     steps = -(-images // 32)
-    for spec in specs.values():  # warm-up: imports, allocator, Lightning
-        fit_client(spec, 0, state, 1)
-    seconds: dict[str, list[float]] = {name: [] for name in specs}
-    for _ in range(repeats):
-        for name, spec in specs.items():
-            _, metrics = fit_client(spec, 0, state, 1)
-            seconds[name].append(metrics["fit-seconds"] / steps)
+    calls = {n: partial(fit_client, spec, 0, state, 1) for n, spec in specs.items()}
+    seconds = {
+        name: [t / steps for t in ts]
+        for name, ts in interleaved_seconds(calls, repeats).items()
+    }
     median = {name: statistics.median(ts) for name, ts in seconds.items()}
     row = {
         "model": model,
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.processor() or platform.machine()}, 1 torch thread, CPU",
         "torch": torch.__version__,
         "repeats": args.repeats,
-        "what": "fit_client (Lightning, 1 epoch, batch 32, Adam), seconds per step",
+        "what": "fit_client (Lightning, 1 epoch, batch 32, Adam): seconds per step",
         "rows": rows,
         "wall_s": time.perf_counter() - start,
     }
