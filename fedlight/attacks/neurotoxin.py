@@ -222,6 +222,6 @@ class Neurotoxin(Backdoor):
     ) -> None:
         """Remember this round's global model for the next round's mask (and
         forget the first round's gradient, which it replaces)."""
-        for name in stored(memory, GRADIENT_PREFIX):
-            del memory[GRADIENT_PREFIX + name]
+        for key in [k for k in memory if k.startswith(GRADIENT_PREFIX)]:
+            del memory[key]
         remember_global(global_state, memory)
