@@ -129,9 +129,9 @@ zoo_harder_mnist_20_dirichlet05_3attackers() { zoo mnist_20_dirichlet05_3attacke
 zoo_harder_mnist_20_scaling() { zoo mnist_20_scaling; }
 zoo_harder_mnist_20_dba() { zoo mnist_20_dba; }
 zoo_noattack() { zoo mnist_20_noattack; }  # false positives of every defence
-# The adaptive attacks (docs/results/adaptive/, issue 16): every zoo defence in mnist_20
-# and fmnist_20 against each adaptive attack, seeds 0-2 (63 jobs per attack and
-# setting, ~7 h each on 2 cores). Neurotoxin and the intermittent attacker stop after
+# The adaptive attacks (docs/results/adaptive/, issue 16): FedAvg and the zoo defences
+# that held against the plain backdoor (see holding() below) in mnist_20 and fmnist_20
+# against each adaptive attack, seeds 0-2 (its README: ~380 jobs, ~50 h). Neurotoxin and the intermittent attacker stop after
 # round 10 so the report's "ASR after stop" measures durability; the white-box
 # attackers know the run's seed (attack.run_seed, null: seed).
 # The robust FedDefender's development runs (docs/results/robust/PROTOCOL.md):
@@ -251,17 +251,35 @@ robust_test_report() {  # every test run, FedAvg's clean runs among them
         --target 'recall>=0.95' --target 'precision>=0.9' --target 'fpr<=0.05' \
         --target 'attacker_weight<=0.02' --target 'accuracy_drop<=0.01'
 }
-adaptive() {  # adaptive NAME EXPERIMENT ARGS...
-    local name=$1 experiment=$2
-    shift 2
+# Each adaptive attack runs against FedAvg (none) and the zoo defences that held
+# against the plain backdoor in that setting in at least one of 3 seeds (the rule of
+# docs/results/adaptive/README.md, read from docs/results/zoo/table.csv by
+# fedlight.holding); ZOO_DEFENSES overrides the list. A setting whose zoo cell is not
+# finished stops the chunk before any of its jobs.
+ZOO_TABLE=${ZOO_TABLE:-docs/results/zoo/table.csv}
+holding() {  # holding EXPERIMENT: the defences an adaptive attack runs against there
+    if [ -n "${ZOO_DEFENSES:-}" ]; then echo "$ZOO_DEFENSES"; return; fi
+    python -m fedlight.holding "$ZOO_TABLE" "$1" --defenses "$ZOO"
+}
+adaptive() {  # adaptive NAME EXPERIMENT DEFENCES ARGS...
+    local name=$1 experiment=$2 defenses=$3
+    shift 3
     run "adaptive/$name/$experiment" "seed=$ZOO_SEEDS" "+experiment=$experiment" \
-        "defense=${ZOO_DEFENSES:-$ZOO}" "${NAMED[@]}" "$@"
+        "defense=$defenses" "${NAMED[@]}" "$@"
 }
 ADAPTIVE_SETTINGS=(mnist_20 fmnist_20)
 adaptive_all() {  # adaptive_all NAME ARGS...: both settings
     local name=$1 experiment
+    local -a lists=()
     shift
-    for experiment in "${ADAPTIVE_SETTINGS[@]}"; do adaptive "$name" "$experiment" "$@"; done
+    for experiment in "${ADAPTIVE_SETTINGS[@]}"; do
+        lists+=("$(holding "$experiment")") || return 2
+    done
+    local i=0
+    for experiment in "${ADAPTIVE_SETTINGS[@]}"; do
+        adaptive "$name" "$experiment" "${lists[$i]}" "$@"
+        i=$((i + 1))
+    done
 }
 adaptive_pgd() { adaptive_all pgd attack=pgd; }
 adaptive_constrain_scale() { adaptive_all constrain_scale "${SCALE_AS_PAPER[@]}"; }
