@@ -717,14 +717,53 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
                     cells.append("")
                     continue
                 text = _cell(row.mean[metric], None, metric)  # std: in the sections
-                applies = row.attacked or metric not in ATTACKER_TARGETS
-                if applies and any(
-                    not t.met(v) for t in bounds for v in row.values[metric]
-                ):
-                    text += " ✗"
-                cells.append(text)
+                cells.append(text + _missed(row, metric, bounds))
             if any(cells[1:]):  # a defence that defines nothing here gets no line
                 out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+def _missed(row: Row, metric: str, bounds: Sequence[Target]) -> str:
+    """`` ✗`` when a seed of ``row`` misses one of ``bounds`` (a target about
+    catching attackers is not judged where nobody attacked), else ``""``."""
+    applies = row.attacked or metric not in ATTACKER_TARGETS
+    if applies and any(not t.met(v) for t in bounds for v in row.values[metric]):
+        return " ✗"
+    return ""
+
+
+LAYOUTS = ("pivot", "scorecard")
+
+
+def scorecards(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
+    """One table per defence, a line per setting it ran in: seeds, holds, and the
+    overview's metrics (plus any metric a target bounds), mean ± the 95% CI, ✗
+    where a seed misses a target. For a study of one or two defences over many
+    settings (a held-out test table), where the pivots grow too wide to read."""
+    by_metric: dict[str, list[Target]] = {}
+    for target in targets:
+        by_metric.setdefault(target.metric, []).append(target)
+    metrics = [m for m in METRICS if m in OVERVIEW or m in by_metric]
+    out = []
+    for defense in sorted({r.defense for r in rows}, key=_defense_rank):
+        mine = [r for r in rows if r.defense == defense]
+        shown = [m for m in metrics if any(r.mean[m] is not None for r in mine)]
+        heads = []
+        for metric in shown:
+            limits = ", ".join(f"{t.op} {t.bound:g}" for t in by_metric.get(metric, []))
+            heads.append(HEADERS[metric] + (f" ({limits})" if limits else ""))
+        out += [f"### {defense}", ""]
+        out.append("| setting | seeds | holds | " + " | ".join(heads) + " |")
+        out.append("|" + "---|" * (len(shown) + 3))
+        for row in mine:
+            cells = [row.section, str(len(row.seeds)), _held(row)]
+            for metric in shown:
+                text = _cell(row.mean[metric], row.ci95[metric], metric)
+                if row.mean[metric] is not None:
+                    text += _missed(row, metric, by_metric.get(metric, []))
+                cells.append(text)
+            out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return out
 
@@ -884,6 +923,7 @@ def write_markdown(
     path: Path,
     roots: Sequence[Path],
     targets: Iterable[Target] = (),
+    layout: str = "pivot",
 ) -> None:
     header = ["defence", "seeds", "holds", *(HEADERS[m] for m in METRICS)]
     where = ", ".join(f"`{r}`" for r in roots)
@@ -898,7 +938,7 @@ def write_markdown(
                 + "). Empty: not defined for that defence or setting, or not run.",
                 "",
             ]
-        out += overview(rows, targets)
+        out += (scorecards if layout == "scorecard" else overview)(rows, targets)
     for name in dict.fromkeys(r.section for r in rows):
         out += [f"## {name}", ""]
         out.append("| " + " | ".join(header) + " |")
@@ -922,11 +962,18 @@ def write_markdown(
 
 
 def report(
-    root: Path | Sequence[Path], out: Path, targets: Iterable[Target] = ()
+    root: Path | Sequence[Path],
+    out: Path,
+    targets: Iterable[Target] = (),
+    layout: str = "pivot",
 ) -> list[Row]:
     """Write table.md, table.csv and one PNG per setting for the runs under root
     (one folder, or several: a study and the FedAvg runs it shares with another);
-    table.md opens with an overview across settings, marking missed targets."""
+    table.md opens with an overview across settings, marking missed targets:
+    ``layout`` ``pivot`` (a line per defence, a column per setting, one table per
+    metric) or ``scorecard`` (a table per defence, a line per setting)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     roots = [root] if isinstance(root, Path) else list(root)
     runs, unfinished = [], []
     for folder in roots:
@@ -946,7 +993,9 @@ def report(
         members = [r for r in runs if section(setting_key(r), r.attack) == name]
         plots[name] = plot_setting(name, members, out / f"{slug(name)}.png")
     write_csv(rows, out / "table.csv")
-    write_markdown(rows, runs, unfinished, plots, out / "table.md", roots, targets)
+    write_markdown(
+        rows, runs, unfinished, plots, out / "table.md", roots, targets, layout
+    )
     return rows
 
 
@@ -972,9 +1021,19 @@ def main(argv: list[str] | None = None) -> int:
         help="mark overview cells where a seed misses this bound (repeatable), "
         f"METRIC one of {', '.join(METRICS)}",
     )
+    parser.add_argument(
+        "--layout",
+        default="pivot",
+        help="overview: pivot (a line per defence, a column per setting) or "
+        "scorecard (a table per defence, a line per setting)",
+    )
     args = parser.parse_args(argv)
     try:
         targets = [parse_target(text) for text in args.target]
+        if args.layout not in LAYOUTS:
+            raise ValueError(
+                f"--layout {args.layout!r} is not one of {', '.join(LAYOUTS)}"
+            )
     except ValueError as err:
         print(f"fedlight.report: error: {err}", file=sys.stderr)
         return 2
@@ -986,7 +1045,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out = args.out or args.dir[0] / "report"
     try:
-        rows = report(args.dir, out, targets)
+        rows = report(args.dir, out, targets, args.layout)
     except FileNotFoundError as err:
         print(f"fedlight.report: error: {err}", file=sys.stderr)
         return 2

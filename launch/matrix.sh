@@ -246,7 +246,7 @@ robust_test_clean() {  # FedAvg with the test trigger and no attacker on every t
 robust_test_report() {  # every test run, FedAvg's clean runs among them
     local dirs
     read -ra dirs <<<"${TEST_DIRS:-$DIR/robust_test}"
-    python -m fedlight.report "${dirs[@]}" --out docs/results/robust/test \
+    python -m fedlight.report "${dirs[@]}" --out docs/results/robust/test --layout scorecard \
         --target 'max_asr<=0.10' --target 'max_asr_after_1<=0.05' \
         --target 'recall>=0.95' --target 'precision>=0.9' --target 'fpr<=0.05' \
         --target 'attacker_weight<=0.02' --target 'accuracy_drop<=0.01'

@@ -511,6 +511,10 @@ def test_bad_targets_fail_in_one_line_before_reading_runs(study, tmp_path, capsy
         assert words in err and "\n" not in err
     assert not (tmp_path / "o").exists()
     assert str(parse_target(" recall >= 0.95 ")) == "recall>=0.95"
+    assert main([str(study), "--out", str(tmp_path / "o"), "--layout", "wide"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--layout 'wide' is not one of pivot, scorecard" in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_cap_above_the_datasets_size_is_no_subset(tmp_path):
@@ -713,3 +717,34 @@ def test_a_defence_a_hair_above_fedavg_reads_zero_not_minus_zero(tmp_path):
     assert "-0.000" not in table
     detail = [line for line in table.splitlines() if line.startswith("| krum | 1 |")]
     assert detail[0].endswith("| 0.000 |")  # the detail row's last column
+
+
+def test_scorecard_layout_gives_each_defence_a_line_per_setting(tmp_path):
+    root = tmp_path / "sweep"
+    fake_run(root, "0", defense="krum", seed=0, accuracy=[0.5, 0.9], asr=[0.9, 0.0])
+    fake_run(root, "1", defense="krum", seed=1, accuracy=[0.5, 0.9], asr=[0.9, 0.2])
+    fake_run(root, "2", defense="none", seed=0, accuracy=[0.5, 0.9], asr=[0.1, 0.04])
+    fake_run(
+        root,
+        "3",
+        defense="krum",
+        seed=0,
+        name="mnist_30",
+        accuracy=[0.5, 0.9],
+        asr=[0.5, 0.03],
+    )
+    targets = [parse_target("max_asr_after_1<=0.05"), parse_target("max_asr<=0.6")]
+    report(root, tmp_path / "out", targets, layout="scorecard")
+    table = (tmp_path / "out" / "table.md").read_text()
+    krum = table.split("### krum")[1].split("###")[0].split("\n## ")[0]
+    lines = [line for line in krum.splitlines() if line.startswith("| ")]
+    # the targeted max ASR joins the overview's metrics, its bound in the header
+    assert lines[0].startswith("| setting | seeds | holds | final clean acc. |")
+    assert "| max ASR (<= 0.6) | max ASR r≥2 (<= 0.05) |" in lines[0]
+    # mean ± the 95% CI over seeds; ✗ where one seed misses (0.2 > 0.05, 0.9 > 0.6)
+    assert lines[1].startswith("| mnist_20 / backdoor | 2 | ")
+    assert "| 0.900 ± 0.000 ✗ | 0.100 ± 1.271 ✗ |" in lines[1]
+    assert "| 0.500 | 0.030 |" in lines[2]  # one seed: the mean alone, no miss
+    assert "### none" in table and "| defence | mnist_20 |" not in table
+    with pytest.raises(ValueError, match="layout 'wide' is not one of pivot"):
+        report(root, tmp_path / "out", targets, layout="wide")
