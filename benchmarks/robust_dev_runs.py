@@ -5,7 +5,8 @@ of ``launch/matrix.sh``, development seeds only) and prints a markdown table:
 per run the lever set (the run folder's overrides), max ASR in any round and
 after round 1, final clean accuracy, mean recall and precision over the rounds
 where defined, benign client-rounds flagged, the attackers' share of the
-aggregate after round 1, and the defence's seconds per round.
+aggregate after round 1, and the defence's seconds per round; a scheduled
+attacker counts only in the rounds it attacks, as in ``fedlight.report``.
 
     python benchmarks/robust_dev_runs.py multirun/dev/robust_dev \\
         multirun/<commit>/robust_dev
@@ -17,12 +18,19 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
+from fedlight.report import recount
+
 
 def row(path: Path) -> dict[str, object]:
     """One run's figures."""
     d = json.loads(path.read_text())
-    rounds = d["rounds"]
-    mal = set(d.get("malicious_clients") or [])
+    mal = {str(c) for c in d.get("malicious_clients") or []}
+    config_path = path.parent / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+    # a scheduled attacker counts only in the rounds it attacks (as the report)
+    rounds = recount(d["rounds"], sorted(mal), config or {})
     asr = [r["asr"] for r in rounds if r.get("asr") is not None]
     recall = [r["recall"] for r in rounds if r.get("recall") is not None and mal]
     precision = [r["precision"] for r in rounds if r.get("precision") is not None]

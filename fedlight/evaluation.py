@@ -66,6 +66,15 @@ class Evaluator:
         return {"accuracy": accuracy, "loss": loss, "asr": asr}
 
 
+def attacking(malicious: list[str], attacks: bool) -> tuple[list[str], set[str]]:
+    """(the clients whose update this round is malicious, the malicious clients
+    that send an honest update this round). ``attacks``: whether the round is in
+    the attackers' schedule (``attack.rounds``). Outside it a scheduled attacker
+    trains and reports as a benign client, so the detection metrics and
+    ``attacker_weight`` count it neither as malicious nor as benign."""
+    return (list(malicious), set()) if attacks else ([], set(malicious))
+
+
 def detection_metrics(
     flagged: list[str], malicious: list[str], participants: list[str]
 ) -> dict[str, float | None]:

@@ -14,7 +14,7 @@ class RoundRecord:
 
     ``weights`` are the clients' shares of the aggregate (summing to 1, from the
     defence's verdict); ``attacker_weight`` is the share that went to the
-    round's malicious clients (None without participants' weights).
+    clients attacking this round (None without participants' weights).
     ``malicious_confidence`` and ``flagged`` are None for a defence that scores
     nobody; ``precision``/``recall``/``fpr`` None where undefined.
     """

@@ -36,7 +36,7 @@ from fedlight.attacks.base import TrainingHooks
 from fedlight.checks import build_defense
 from fedlight.client import client_data, prepare_data
 from fedlight.defenses.remote import run_job
-from fedlight.evaluation import detection_metrics
+from fedlight.evaluation import attacking, detection_metrics
 from fedlight.models import build_model
 from fedlight.models.kernels import batch_layout, make_optimizer, to_layout
 from fedlight.models.module import TensorBatches
@@ -314,9 +314,11 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
         metrics = evaluator(global_state, published)
         eval_seconds = time.perf_counter() - eval_start
         participants = [str(c) for c in chosen]
+        attackers, honest = attacking(malicious, attack.attacks_in(server_round))
         if confidence is not None or rejected:
             excluded = sorted({*flagged, *rejected}, key=int)
-            detection = detection_metrics(excluded, malicious, participants)
+            judged = [c for c in participants if c not in honest]
+            detection = detection_metrics(excluded, attackers, judged)
         else:
             detection = {"precision": None, "recall": None, "fpr": None}
         rounds.append(
@@ -330,7 +332,7 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
                 rejected=rejected,
                 **detection,
                 weights=shares,
-                attacker_weight=attacker_share(shares, malicious) if shares else None,
+                attacker_weight=attacker_share(shares, attackers) if shares else None,
                 participants=participants,
                 clients=clients,
                 train_seconds=train_seconds,

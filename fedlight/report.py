@@ -39,7 +39,9 @@ from typing import Any
 import yaml
 from scipy.stats import t as student_t
 
-from fedlight.attacks.base import last_attacked_round
+from fedlight.attacks.base import last_attacked_round, parse_rounds, scheduled
+from fedlight.evaluation import attacking, detection_metrics
+from fedlight.record import attacker_share
 
 log = logging.getLogger("fedlight")
 
@@ -409,6 +411,8 @@ def load_run(results_path: Path) -> Run | None:
     if not rounds:
         log.warning("skipping %s: results.json has no rounds", run_dir)
         return None
+    malicious = [str(c) for c in results.get("malicious_clients") or []]
+    rounds = recount(rounds, malicious, config)
     asr_curve = [r.get("asr") for r in rounds]
     metrics: dict[str, float | None] = {
         "accuracy": rounds[-1].get("accuracy"),
@@ -507,6 +511,39 @@ def asr_after_stop(
     except ValueError:
         return None
     return None if last is None else _mean_defined(asr_curve[last:])
+
+
+def recount(
+    rounds: list[dict[str, Any]], malicious: list[str], config: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The round records with a scheduled attacker's honest rounds (outside
+    ``attack.rounds``) counted as the server now counts them
+    (:func:`fedlight.evaluation.attacking`): neither malicious nor benign in the
+    detection metrics, no attacker weight. Runs recorded before that rule counted
+    it as malicious in every round; for the others this changes nothing."""
+    text = (config.get("attack") or {}).get("rounds")
+    if not text or not malicious:
+        return rounds
+    try:
+        parse_rounds(str(text))
+    except ValueError:
+        return rounds
+    out = []
+    for record in rounds:
+        attacks = scheduled(str(text), int(record["round"]))
+        attackers, honest = attacking(malicious, attacks)
+        if attacks or not honest:
+            out.append(record)
+            continue
+        record = dict(record)
+        if any(record.get(k) is not None for k in ("precision", "recall", "fpr")):
+            excluded = {*(record.get("flagged") or []), *(record.get("rejected") or {})}
+            judged = [c for c in record.get("participants") or [] if c not in honest]
+            record.update(detection_metrics(sorted(excluded), attackers, judged))
+        if record.get("weights"):
+            record["attacker_weight"] = attacker_share(record["weights"], attackers)
+        out.append(record)
+    return out
 
 
 def find_runs(root: Path) -> tuple[list[Run], list[Path]]:

@@ -26,7 +26,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedlight.aggregation import fedavg
-from fedlight.attacks.base import MEASUREMENT_KEY
+from fedlight.attacks.base import MEASUREMENT_KEY, scheduled
 from fedlight.checkpoint import save_checkpoint
 from fedlight.defenses.base import (
     WEIGHT_KEY,
@@ -37,7 +37,7 @@ from fedlight.defenses.base import (
     cast_like,
     to_record,
 )
-from fedlight.evaluation import Evaluator, detection_metrics
+from fedlight.evaluation import Evaluator, attacking, detection_metrics
 from fedlight.record import RoundRecord, attacker_share, normalised
 from fedlight.sanitize import screen_updates
 from fedlight.seeding import derive_seed
@@ -59,6 +59,9 @@ class ServerPlan:
     clients_per_round: int
     malicious: list[str]
     seed: int = 0
+    # The attackers' schedule (attack.rounds): in other rounds they are honest,
+    # and the detection metrics do not count them (evaluation.attacking).
+    attack_rounds: str = "1:"
     round_timeout_s: float = 600.0
     min_replies: float = 0.5
     max_norm_ratio: float | None = 1000.0
@@ -339,9 +342,13 @@ def run_round(
     participants = [str(c) for c in chosen]
     scores = verdict.scores if verdict else None
     flagged = verdict.flagged if verdict else []
+    malicious, honest = attacking(
+        plan.malicious, scheduled(plan.attack_rounds, server_round)
+    )
     if scores is not None or rejected:
         excluded = sorted({*flagged, *rejected}, key=int)
-        detection = detection_metrics(excluded, plan.malicious, participants)
+        judged = [c for c in participants if c not in honest]
+        detection = detection_metrics(excluded, malicious, judged)
     else:
         detection = {"precision": None, "recall": None, "fpr": None}
     shares = normalised(verdict.weights) if verdict else None
@@ -355,7 +362,7 @@ def run_round(
         rejected=rejected,
         **detection,
         weights=shares,
-        attacker_weight=attacker_share(shares, plan.malicious) if shares else None,
+        attacker_weight=attacker_share(shares, malicious) if shares else None,
         participants=participants,
         failures=failures,
         clients={u.cid: u.metrics for u in updates},

@@ -330,6 +330,7 @@ def build_plan(
         num_clients=cfg.num_clients,
         clients_per_round=cfg.clients_per_round,
         malicious=exp.malicious,
+        attack_rounds=str(exp.attack.rounds),
         seed=cfg.seed,
         round_timeout_s=cfg.simulation.round_timeout_s,
         min_replies=cfg.simulation.min_replies,

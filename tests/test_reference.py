@@ -43,6 +43,7 @@ def test_reference_and_full_stack_agree(data_root, ray_tmp, tmp_path):
         [
             *SMOKE,
             "attack.malicious_clients=[0]",  # the attacks' default: no attacker
+            "attack.rounds='2:'",  # round 1: client 0 is honest (evaluation.attacking)
             f"dataset.root={data_root}",
             f"simulation.ray_temp_dir={ray_tmp}",
         ]
@@ -59,7 +60,14 @@ def test_reference_and_full_stack_agree(data_root, ray_tmp, tmp_path):
         # The verdict as applied: every client's share, and the attacker's.
         assert r["weights"] == pytest.approx(f["weights"])
         assert r["attacker_weight"] == pytest.approx(f["attacker_weight"])
-        assert f["weights"]["0"] == f["attacker_weight"]
+        for record in (r, f):
+            if record["round"] == 1:  # off schedule: counted neither way
+                assert record["attacker_weight"] == 0.0 and record["recall"] is None
+                flags = set(record["flagged"]) - {"0"}
+                assert record["fpr"] == len(flags) / 3
+            else:
+                assert record["attacker_weight"] == record["weights"]["0"]
+                assert record["recall"] == float("0" in record["flagged"])
         assert r["accuracy"] == pytest.approx(f["accuracy"], abs=0.02)
         assert r["loss"] == pytest.approx(f["loss"], rel=1e-3)
         for cid, metrics in f["clients"].items():

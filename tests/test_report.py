@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from fedlight.defenses import DEFENSES
+from fedlight.evaluation import attacking
 from fedlight.record import RoundRecord
-from fedlight.report import defense_label, main, parse_target, report
+from fedlight.report import defense_label, main, parse_target, recount, report
 
 
 def fake_run(
@@ -748,3 +749,46 @@ def test_scorecard_layout_gives_each_defence_a_line_per_setting(tmp_path):
     assert "### none" in table and "| defence | mnist_20 |" not in table
     with pytest.raises(ValueError, match="layout 'wide' is not one of pivot"):
         report(root, tmp_path / "out", targets, layout="wide")
+
+
+def test_a_scheduled_attackers_honest_rounds_count_neither_way():
+    # Client 0 attacks from round 2 (attack.rounds=2:), as the server counts it
+    # now; an old run recorded it as malicious in round 1 too.
+    base = {
+        "participants": ["0", "1", "2", "3"],
+        "weights": {"0": 0.25, "1": 0.25, "2": 0.25, "3": 0.25},
+        "rejected": {},
+    }
+    rounds = [
+        # round 1: client 0 (honest then) and client 1 flagged
+        {
+            **base,
+            "round": 1,
+            "flagged": ["0", "1"],
+            "precision": 0.5,
+            "recall": 1.0,
+            "fpr": 1 / 3,
+            "attacker_weight": 0.25,
+        },
+        {
+            **base,
+            "round": 2,
+            "flagged": [],
+            "precision": None,
+            "recall": 0.0,
+            "fpr": 0.0,
+            "attacker_weight": 0.25,
+        },
+    ]
+    config = {"attack": {"rounds": "2:"}}
+    first, second = recount(rounds, ["0"], config)
+    assert first["recall"] is None  # no attacking client this round
+    assert first["precision"] == 0.0  # its one judged flag (client 1) is false
+    assert first["fpr"] == pytest.approx(1 / 3)  # of clients 1-3 only
+    assert first["attacker_weight"] == 0.0
+    assert second == rounds[1]  # an attacking round is kept as recorded
+    assert rounds[0]["recall"] == 1.0  # the records themselves are not changed
+    assert recount(rounds, ["0"], {"attack": {"rounds": "1:"}}) == rounds
+    assert recount(rounds, [], config) == rounds
+    assert attacking(["0"], True) == (["0"], set())
+    assert attacking(["0"], False) == ([], {"0"})

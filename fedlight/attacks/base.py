@@ -52,6 +52,16 @@ def parse_rounds(text: str) -> tuple[int, int | None, int]:
     return start, stop, every
 
 
+def scheduled(text: str, server_round: int) -> bool:
+    """Whether the schedule ``text`` (``attack.rounds``) attacks in ``server_round``."""
+    start, stop, every = parse_rounds(text)
+    return (
+        server_round >= start
+        and (stop is None or server_round <= stop)
+        and (server_round - start) % every == 0
+    )
+
+
 def last_attacked_round(text: str) -> int | None:
     """The last round the schedule ``text`` attacks in; None: to the end."""
     start, stop, every = parse_rounds(text)
@@ -171,12 +181,7 @@ class Attack(Params):
 
     def attacks_in(self, server_round: int) -> bool:
         """Whether ``server_round`` is one of the rounds the attackers attack."""
-        start, stop, every = parse_rounds(self.rounds)
-        return (
-            server_round >= start
-            and (stop is None or server_round <= stop)
-            and (server_round - start) % every == 0
-        )
+        return scheduled(self.rounds, server_round)
 
     def last_round(self) -> int | None:
         """The last round the schedule attacks in; None: to the end of the run."""
