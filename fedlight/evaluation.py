@@ -76,14 +76,19 @@ def attacking(malicious: list[str], attacks: bool) -> tuple[list[str], set[str]]
 
 
 def detection_metrics(
-    flagged: list[str], malicious: list[str], participants: list[str]
+    flagged: list[str],
+    malicious: list[str],
+    participants: list[str],
+    honest: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, float | None]:
     """Precision, recall and false-positive rate of one round's flags.
 
-    Only participants count. Precision is None when nothing was flagged, recall
-    None when no malicious client took part, FPR None when no benign one did.
+    Only participants count, and of them not ``honest`` (malicious clients
+    outside their schedule, :func:`attacking`). Precision is None when nothing
+    was flagged, recall None when no malicious client took part, FPR None when
+    no benign one did.
     """
-    part = set(participants)
+    part = set(participants) - set(honest)
     flagged_set = set(flagged) & part
     bad = set(malicious) & part
     good = part - bad

@@ -317,8 +317,7 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
         attackers, honest = attacking(malicious, attack.attacks_in(server_round))
         if confidence is not None or rejected:
             excluded = sorted({*flagged, *rejected}, key=int)
-            judged = [c for c in participants if c not in honest]
-            detection = detection_metrics(excluded, attackers, judged)
+            detection = detection_metrics(excluded, attackers, participants, honest)
         else:
             detection = {"precision": None, "recall": None, "fpr": None}
         rounds.append(

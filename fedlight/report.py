@@ -538,8 +538,10 @@ def recount(
         record = dict(record)
         if any(record.get(k) is not None for k in ("precision", "recall", "fpr")):
             excluded = {*(record.get("flagged") or []), *(record.get("rejected") or {})}
-            judged = [c for c in record.get("participants") or [] if c not in honest]
-            record.update(detection_metrics(sorted(excluded), attackers, judged))
+            participants = record.get("participants") or []
+            record.update(
+                detection_metrics(sorted(excluded), attackers, participants, honest)
+            )
         if record.get("weights"):
             record["attacker_weight"] = attacker_share(record["weights"], attackers)
         out.append(record)

@@ -347,8 +347,7 @@ def run_round(
     )
     if scores is not None or rejected:
         excluded = sorted({*flagged, *rejected}, key=int)
-        judged = [c for c in participants if c not in honest]
-        detection = detection_metrics(excluded, malicious, judged)
+        detection = detection_metrics(excluded, malicious, participants, honest)
     else:
         detection = {"precision": None, "recall": None, "fpr": None}
     shares = normalised(verdict.weights) if verdict else None
