@@ -422,11 +422,9 @@ def test_attacker_weight_is_the_largest_share_after_round_1(tmp_path):
     assert parse_target("attacker_weight<=0.05").metric == "attacker_weight"
 
 
-def test_overview_pivots_defences_against_settings_and_marks_missed_targets(
-    tmp_path,
-):
-    root = tmp_path / "sweep"
-    # mnist_20: krum seeds keep max ASR after round 1 at 0.0 and 0.2 (mean 0.1).
+def two_settings(root: Path) -> Path:
+    """mnist_20: krum's two seeds keep max ASR after round 1 at 0.0 and 0.2
+    (mean 0.1), FedAvg's one at 0.04; mnist_30: krum's one seed at 0.03."""
     fake_run(root, "0", defense="krum", seed=0, accuracy=[0.5, 0.9], asr=[0.9, 0.0])
     fake_run(root, "1", defense="krum", seed=1, accuracy=[0.5, 0.9], asr=[0.9, 0.2])
     fake_run(root, "2", defense="none", seed=0, accuracy=[0.5, 0.9], asr=[0.1, 0.04])
@@ -440,6 +438,13 @@ def test_overview_pivots_defences_against_settings_and_marks_missed_targets(
         asr=[0.5, 0.03],
         fpr=[0.0, 0.0],
     )
+    return root
+
+
+def test_overview_pivots_defences_against_settings_and_marks_missed_targets(
+    tmp_path,
+):
+    root = two_settings(tmp_path / "sweep")
     report(root, tmp_path / "out", [parse_target("max_asr_after_1<=0.05")])
     table = (tmp_path / "out" / "table.md").read_text()
     pivot = table.split("### max ASR r≥2 (target <= 0.05)")[1].split("###")[0]
@@ -721,19 +726,7 @@ def test_a_defence_a_hair_above_fedavg_reads_zero_not_minus_zero(tmp_path):
 
 
 def test_scorecard_layout_gives_each_defence_a_line_per_setting(tmp_path):
-    root = tmp_path / "sweep"
-    fake_run(root, "0", defense="krum", seed=0, accuracy=[0.5, 0.9], asr=[0.9, 0.0])
-    fake_run(root, "1", defense="krum", seed=1, accuracy=[0.5, 0.9], asr=[0.9, 0.2])
-    fake_run(root, "2", defense="none", seed=0, accuracy=[0.5, 0.9], asr=[0.1, 0.04])
-    fake_run(
-        root,
-        "3",
-        defense="krum",
-        seed=0,
-        name="mnist_30",
-        accuracy=[0.5, 0.9],
-        asr=[0.5, 0.03],
-    )
+    root = two_settings(tmp_path / "sweep")
     targets = [parse_target("max_asr_after_1<=0.05"), parse_target("max_asr<=0.6")]
     report(root, tmp_path / "out", targets, layout="scorecard")
     table = (tmp_path / "out" / "table.md").read_text()
