@@ -43,11 +43,8 @@ def holding_defenses(
             for r in csv.DictReader(f)
             if r["setting"] == setting and r["attack"] == attack
         }
-    short = [
-        f"{name} ({int(rows[name]['judged'] or 0) if name in rows else 0})"
-        for name in defenses
-        if name not in rows or int(rows[name]["judged"] or 0) < seeds
-    ]
+    judged = {n: int(rows[n]["judged"] or 0) if n in rows else 0 for n in defenses}
+    short = [f"{n} ({judged[n]})" for n in defenses if judged[n] < seeds]
     if short:
         raise ValueError(
             f"{table}: {setting} / {attack} needs {seeds} judged seeds per defence; "

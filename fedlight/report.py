@@ -531,10 +531,10 @@ def recount(
     out = []
     for record in rounds:
         attacks = scheduled(str(text), int(record["round"]))
-        attackers, honest = attacking(malicious, attacks)
-        if attacks or not honest:
+        if attacks:  # counted as the server counts it now
             out.append(record)
             continue
+        attackers, honest = attacking(malicious, attacks)
         record = dict(record)
         if any(record.get(k) is not None for k in ("precision", "recall", "fpr")):
             excluded = {*(record.get("flagged") or []), *(record.get("rejected") or {})}
@@ -705,9 +705,7 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
     titles = {r.section: r.setting for r in rows} if unique else {}
     defenses = sorted({r.defense for r in rows}, key=_defense_rank)
     by_cell = {(r.section, r.defense): r for r in rows}
-    by_metric: dict[str, list[Target]] = {}
-    for target in targets:
-        by_metric.setdefault(target.metric, []).append(target)
+    by_metric = _by_metric(targets)
     out = []
     judged = [
         name for name in sections if any(r.held for r in rows if r.section == name)
@@ -741,8 +739,7 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
         bounds = by_metric.get(metric, [])
         heading = HEADERS[metric]
         if bounds:
-            limits = ", ".join(f"{t.op} {t.bound:g}" for t in bounds)
-            heading += f" (target {limits})"
+            heading += f" (target {_limits(bounds)})"
         out += [f"### {heading}", ""]
         out.append(
             "| defence | " + " | ".join(titles.get(s, s) for s in columns) + " |"
@@ -763,6 +760,19 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
     return out
 
 
+def _by_metric(targets: Iterable[Target]) -> dict[str, list[Target]]:
+    """The targets grouped by the metric they bound."""
+    grouped: dict[str, list[Target]] = {}
+    for target in targets:
+        grouped.setdefault(target.metric, []).append(target)
+    return grouped
+
+
+def _limits(bounds: Sequence[Target]) -> str:
+    """``<= 0.05, >= 0.9``: the bounds as a heading shows them."""
+    return ", ".join(f"{t.op} {t.bound:g}" for t in bounds)
+
+
 def _missed(row: Row, metric: str, bounds: Sequence[Target]) -> str:
     """`` ✗`` when a seed of ``row`` misses one of ``bounds`` (a target about
     catching attackers is not judged where nobody attacked), else ``""``."""
@@ -780,9 +790,7 @@ def scorecards(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
     overview's metrics (plus any metric a target bounds), mean ± the 95% CI, ✗
     where a seed misses a target. For a study of one or two defences over many
     settings (a held-out test table), where the pivots grow too wide to read."""
-    by_metric: dict[str, list[Target]] = {}
-    for target in targets:
-        by_metric.setdefault(target.metric, []).append(target)
+    by_metric = _by_metric(targets)
     metrics = [m for m in METRICS if m in OVERVIEW or m in by_metric]
     out = []
     for defense in sorted({r.defense for r in rows}, key=_defense_rank):
@@ -790,7 +798,7 @@ def scorecards(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
         shown = [m for m in metrics if any(r.mean[m] is not None for r in mine)]
         heads = []
         for metric in shown:
-            limits = ", ".join(f"{t.op} {t.bound:g}" for t in by_metric.get(metric, []))
+            limits = _limits(by_metric.get(metric, []))
             heads.append(HEADERS[metric] + (f" ({limits})" if limits else ""))
         out += [f"### {defense}", ""]
         out.append("| setting | seeds | holds | " + " | ".join(heads) + " |")
