@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -41,11 +42,39 @@ def missing_binaries() -> list[str]:
     return [name for name in BINARIES if binary(name) is None]
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives to outgoing connections."""
+    ports = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    try:
+        return int(ports.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on right now, never handed out twice here.
+
+    Drawn below the kernel's ephemeral range: a port from ``bind(0)`` can be
+    given to some outgoing connection (Ray, a SuperNode's own) before our
+    server binds it, which once failed CI with "address already in use".
+    """
+    low = _ephemeral_low()
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)
+    for port in candidates:
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port below {low}")
 
 
 def descendants(pid: int) -> list[int]:
@@ -167,8 +196,6 @@ class Deployment:
             binary("flower-supernode") or "flower-supernode",
             "--superlink",
             superlink,
-            "--port",
-            str(free_port()),  # its own Runtime API, for its ClientApp processes
             "--node-config",
             node_config,
         ]
@@ -178,7 +205,12 @@ class Deployment:
             args += ["--root-certificates", str(ca_cert)]
         if private_key is not None:
             args += ["--auth-supernode-private-key", str(private_key)]
-        return self.start(name, args)
+        for _ in range(3):  # its own Runtime API port, for its ClientApp processes
+            runtime_port = free_port()
+            node = self.start(name, [*args, "--port", str(runtime_port)])
+            if not lost_port(node, runtime_port):
+                return node
+        raise RuntimeError(f"{name} found no free port:\n{node.log()[-3000:]}")
 
     def connection(self, name: str, port: int, ca_cert: Path | None = None) -> None:
         """Write a SuperLink connection into this deployment's Flower config."""
@@ -288,6 +320,23 @@ def wait_for_port(port: int, proc: Launched, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.3)
     raise RuntimeError(f"{proc.name} did not listen on {port}:\n{proc.log()[-3000:]}")
+
+
+def lost_port(proc: Launched, port: int, timeout: float = 60) -> bool:
+    """Whether ``proc`` exited because another process took ``port`` first.
+
+    Any other exit (a refused SuperNode) is for the caller to check.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            return "address already in use" in proc.log()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return False
+        except OSError:
+            time.sleep(0.3)
+    return False
 
 
 def wait_for_exit(proc: Launched, timeout: float) -> int | None:
