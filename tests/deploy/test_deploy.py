@@ -18,13 +18,13 @@ import torch
 from deployment import (
     Deployment,
     Relay,
-    free_port,
     make_certificates,
     make_node_key,
     missing_binaries,
     wait_for_exit,
 )
 from flwr.app import Context, RecordDict
+from ports import free_port
 
 from fedlight.apps import compose_run_config, config_dir, node_app
 from fedlight.checks import ConfigError
