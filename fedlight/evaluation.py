@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from fedlight.record import attacker_share
 
 State = dict[str, torch.Tensor]
 
@@ -73,6 +75,31 @@ def attacking(malicious: list[str], attacks: bool) -> tuple[list[str], set[str]]
     trains and reports as a benign client, so the detection metrics and
     ``attacker_weight`` count it neither as malicious nor as benign."""
     return (list(malicious), set()) if attacks else ([], set(malicious))
+
+
+def round_detection(
+    excluded: Iterable[str],
+    malicious: list[str],
+    participants: list[str],
+    weights: dict[str, float] | None,
+    *,
+    attacks: bool,
+    scored: bool,
+) -> dict[str, float | None]:
+    """One round's ``precision``, ``recall``, ``fpr`` and ``attacker_weight``, a
+    scheduled attacker counted only in the rounds it attacks (:func:`attacking`).
+
+    The one rule the server, the reference loop and the report's recount share.
+    ``excluded``: flagged or rejected clients; ``scored``: whether the defence
+    judged anyone (else the detection metrics are None).
+    """
+    attackers, honest = attacking(malicious, attacks)
+    if scored:
+        detection = detection_metrics(sorted(excluded), attackers, participants, honest)
+    else:
+        detection = {"precision": None, "recall": None, "fpr": None}
+    share = attacker_share(weights, attackers) if weights else None
+    return {**detection, "attacker_weight": share}
 
 
 def detection_metrics(

@@ -36,11 +36,11 @@ from fedlight.attacks.base import TrainingHooks
 from fedlight.checks import build_defense
 from fedlight.client import client_data, prepare_data
 from fedlight.defenses.remote import run_job
-from fedlight.evaluation import attacking, detection_metrics
+from fedlight.evaluation import round_detection
 from fedlight.models import build_model
 from fedlight.models.kernels import batch_layout, make_optimizer, to_layout
 from fedlight.models.module import TensorBatches
-from fedlight.record import RoundRecord, attacker_share, normalised
+from fedlight.record import RoundRecord, normalised
 from fedlight.sanitize import screen_updates
 from fedlight.seeding import derive_seed
 from fedlight.server import sample_clients
@@ -314,12 +314,14 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
         metrics = evaluator(global_state, published)
         eval_seconds = time.perf_counter() - eval_start
         participants = [str(c) for c in chosen]
-        attackers, honest = attacking(malicious, attack.attacks_in(server_round))
-        if confidence is not None or rejected:
-            excluded = sorted({*flagged, *rejected}, key=int)
-            detection = detection_metrics(excluded, attackers, participants, honest)
-        else:
-            detection = {"precision": None, "recall": None, "fpr": None}
+        detection = round_detection(
+            {*flagged, *rejected},
+            malicious,
+            participants,
+            shares,
+            attacks=attack.attacks_in(server_round),
+            scored=confidence is not None or bool(rejected),
+        )
         rounds.append(
             RoundRecord(
                 round=server_round,
@@ -331,7 +333,6 @@ def _run(cfg: DictConfig, started: float, feddefender: bool) -> dict[str, Any]:
                 rejected=rejected,
                 **detection,
                 weights=shares,
-                attacker_weight=attacker_share(shares, attackers) if shares else None,
                 participants=participants,
                 clients=clients,
                 train_seconds=train_seconds,

@@ -40,8 +40,7 @@ import yaml
 from scipy.stats import t as student_t
 
 from fedlight.attacks.base import last_attacked_round, parse_rounds, scheduled
-from fedlight.evaluation import attacking, detection_metrics
-from fedlight.record import attacker_share
+from fedlight.evaluation import round_detection
 
 log = logging.getLogger("fedlight")
 
@@ -521,29 +520,27 @@ def recount(
     (:func:`fedlight.evaluation.attacking`): neither malicious nor benign in the
     detection metrics, no attacker weight. Runs recorded before that rule counted
     it as malicious in every round; for the others this changes nothing."""
-    text = (config.get("attack") or {}).get("rounds")
+    text = str((config.get("attack") or {}).get("rounds") or "")
     if not text or not malicious:
         return rounds
     try:
-        parse_rounds(str(text))
+        parse_rounds(text)
     except ValueError:
         return rounds
     out = []
     for record in rounds:
-        attacks = scheduled(str(text), int(record["round"]))
-        if attacks:  # counted as the server counts it now
-            out.append(record)
-            continue
-        attackers, honest = attacking(malicious, attacks)
-        record = dict(record)
-        if any(record.get(k) is not None for k in ("precision", "recall", "fpr")):
+        if not scheduled(text, int(record["round"])):
             excluded = {*(record.get("flagged") or []), *(record.get("rejected") or {})}
-            participants = record.get("participants") or []
-            record.update(
-                detection_metrics(sorted(excluded), attackers, participants, honest)
+            recorded = ("precision", "recall", "fpr")
+            detection = round_detection(
+                excluded,
+                malicious,
+                record.get("participants") or [],
+                record.get("weights"),
+                attacks=False,
+                scored=any(record.get(k) is not None for k in recorded),
             )
-        if record.get("weights"):
-            record["attacker_weight"] = attacker_share(record["weights"], attackers)
+            record = {**record, **detection}
         out.append(record)
     return out
 

@@ -37,8 +37,8 @@ from fedlight.defenses.base import (
     cast_like,
     to_record,
 )
-from fedlight.evaluation import Evaluator, attacking, detection_metrics
-from fedlight.record import RoundRecord, attacker_share, normalised
+from fedlight.evaluation import Evaluator, round_detection
+from fedlight.record import RoundRecord, normalised
 from fedlight.sanitize import screen_updates
 from fedlight.seeding import derive_seed
 
@@ -342,15 +342,15 @@ def run_round(
     participants = [str(c) for c in chosen]
     scores = verdict.scores if verdict else None
     flagged = verdict.flagged if verdict else []
-    malicious, honest = attacking(
-        plan.malicious, scheduled(plan.attack_rounds, server_round)
-    )
-    if scores is not None or rejected:
-        excluded = sorted({*flagged, *rejected}, key=int)
-        detection = detection_metrics(excluded, malicious, participants, honest)
-    else:
-        detection = {"precision": None, "recall": None, "fpr": None}
     shares = normalised(verdict.weights) if verdict else None
+    detection = round_detection(
+        {*flagged, *rejected},
+        plan.malicious,
+        participants,
+        shares,
+        attacks=scheduled(plan.attack_rounds, server_round),
+        scored=scores is not None or bool(rejected),
+    )
     record = RoundRecord(
         round=server_round,
         accuracy=metrics["accuracy"],
@@ -361,7 +361,6 @@ def run_round(
         rejected=rejected,
         **detection,
         weights=shares,
-        attacker_weight=attacker_share(shares, malicious) if shares else None,
         participants=participants,
         failures=failures,
         clients={u.cid: u.metrics for u in updates},

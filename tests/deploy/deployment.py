@@ -273,18 +273,27 @@ def alive(pids: Iterable[int]) -> list[int]:
     return running
 
 
-def wait_for_port(port: int, proc: Launched, timeout: float = 60) -> None:
-    """Wait until something accepts connections on ``port``."""
+def listening(port: int, proc: Launched, timeout: float = 60) -> bool | None:
+    """Wait until something accepts connections on ``port`` (True), ``proc``
+    exits (False) or ``timeout`` passes (None)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.proc.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited:\n{proc.log()[-3000:]}")
+            return False
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            return True
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError(f"{proc.name} did not listen on {port}:\n{proc.log()[-3000:]}")
+    return None
+
+
+def wait_for_port(port: int, proc: Launched, timeout: float = 60) -> None:
+    """Wait until something accepts connections on ``port``."""
+    up = listening(port, proc, timeout)
+    if not up:
+        why = "exited" if up is False else f"did not listen on {port}"
+        raise RuntimeError(f"{proc.name} {why}:\n{proc.log()[-3000:]}")
 
 
 def lost_port(proc: Launched, port: int, timeout: float = 60) -> bool:
@@ -292,16 +301,8 @@ def lost_port(proc: Launched, port: int, timeout: float = 60) -> bool:
 
     Any other exit (a refused SuperNode) is for the caller to check.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            return "address already in use" in proc.log()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return False
-        except OSError:
-            time.sleep(0.3)
-    return False
+    exited = listening(port, proc, timeout) is False
+    return exited and "address already in use" in proc.log()
 
 
 def wait_for_exit(proc: Launched, timeout: float) -> int | None:
