@@ -22,17 +22,17 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from fedlight.report import Run, find_runs, summarise
+from fedlight.report import Run, Target, find_runs, set_accuracy_drop
 
-# (report metric, direction, threshold): "<=" holds when the figure is at most it
+# bounds on the report's per-run metrics
 TARGETS = (
-    ("max_asr", "<=", 0.10),
-    ("max_asr_after_1", "<=", 0.05),
-    ("recall", ">=", 0.95),
-    ("precision", ">=", 0.90),
-    ("attacker_weight", "<=", 0.02),  # the largest share after round 1
-    ("fpr", "<=", 0.05),
-    ("accuracy_drop", "<=", 0.01),
+    Target("max_asr", "<=", 0.10),
+    Target("max_asr_after_1", "<=", 0.05),
+    Target("recall", ">=", 0.95),
+    Target("precision", ">=", 0.90),
+    Target("attacker_weight", "<=", 0.02),  # the largest share after round 1
+    Target("fpr", "<=", 0.05),
+    Target("accuracy_drop", "<=", 0.01),
 )
 # which runs a target judges: the FPR target is about runs without attack,
 # clean accuracy about every run, the rest about attacked runs
@@ -52,18 +52,20 @@ def setting(folder: Path) -> str:
 
 
 def load(folders: list[str]) -> list[Run]:
-    """The robust runs, each with the report's metrics (``accuracy_drop`` set
-    by ``summarise`` against FedAvg's clean runs in the same folders)."""
+    """The robust runs, each with the report's metrics (``accuracy_drop``
+    against FedAvg's clean runs in the same folders)."""
     runs = [run for folder in folders for run in find_runs(Path(folder))[0]]
-    summarise(runs)
+    set_accuracy_drop(runs)
     # the label carries the run's own overrides: "feddefender_robust [max_attackers=3]"
     return [r for r in runs if r.defense.split(" [")[0] == "feddefender_robust"]
 
 
 def judge(runs: list[Run]) -> list[str]:
     """Markdown lines: per target, runs that held, and the settings that missed."""
+    names = {r.path: setting(r.path) for r in runs}
     lines = [f"{len(runs)} runs of feddefender_robust"]
-    for key, direction, limit in TARGETS:
+    for target in TARGETS:
+        key = target.metric
         judged = [
             r
             for r in runs
@@ -73,21 +75,17 @@ def judge(runs: list[Run]) -> list[str]:
                 or (not r.attacked if key in WITHOUT_ATTACK else r.attacked)
             )
         ]
-        missed = [
-            r
-            for r in judged
-            if (r.metrics[key] > limit if direction == "<=" else r.metrics[key] < limit)
-        ]
+        missed = [r for r in judged if not target.met(r.metrics[key])]
         lines.append(
-            f"\n**{key} {direction} {limit}**: held in "
+            f"\n**{key} {target.op} {target.bound:g}**: held in "
             f"{len(judged) - len(missed)} of {len(judged)} runs"
         )
         seeds = defaultdict(int)
         for r in judged:
-            seeds[setting(r.path)] += 1
+            seeds[names[r.path]] += 1
         by_setting = defaultdict(list)
         for r in missed:
-            by_setting[setting(r.path)].append(r)
+            by_setting[names[r.path]].append(r)
         for name, rs in sorted(by_setting.items()):
             values = ", ".join(
                 f"seed {r.seed} {r.metrics[key]:.3f}"

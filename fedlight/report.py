@@ -590,6 +590,23 @@ def _defense_rank(name: str) -> tuple[int, str]:
     return order, name
 
 
+def set_accuracy_drop(runs: list[Run]) -> dict[str, float]:
+    """Set each run's ``accuracy_drop``: FedAvg's mean clean accuracy without
+    attack on the run's task (from the clean runs among ``runs``) minus the run's
+    final accuracy; left None where the task has no clean run. Returns the clean
+    accuracy per task."""
+    clean_runs: dict[str, list[float]] = {}
+    for run in runs:
+        if run.clean:
+            clean_runs.setdefault(run.task, []).append(float(run.metrics["accuracy"]))
+    clean = {task: statistics.fmean(accs) for task, accs in clean_runs.items()}
+    for run in runs:
+        accuracy = run.metrics["accuracy"]
+        if run.task in clean and accuracy is not None:
+            run.metrics["accuracy_drop"] = clean[run.task] - float(accuracy)
+    return clean
+
+
 def summarise(runs: list[Run]) -> list[Row]:
     """One row per (setting, attack, defence): mean, std and 95% CI over seeds of
     every metric, and in how many seeds the defence held.
@@ -600,16 +617,9 @@ def summarise(runs: list[Run]) -> list[Row]:
     without it ``held`` and ``accuracy_drop`` (FedAvg's mean
     clean accuracy on the run's task minus the run's) are None.
     """
-    clean_runs: dict[str, list[float]] = {}
-    for run in runs:
-        if run.clean:
-            clean_runs.setdefault(run.task, []).append(float(run.metrics["accuracy"]))
-    clean = {task: statistics.fmean(accs) for task, accs in clean_runs.items()}
+    clean = set_accuracy_drop(runs)
     cells: dict[tuple[str, str, str], list[Run]] = {}
     for run in runs:
-        accuracy = run.metrics["accuracy"]
-        if run.task in clean and accuracy is not None:
-            run.metrics["accuracy_drop"] = clean[run.task] - float(accuracy)
         cells.setdefault((setting_key(run), run.attack, run.defense), []).append(run)
     rows = []
     for (setting, attack, defense), members in cells.items():
