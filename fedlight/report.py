@@ -165,6 +165,11 @@ HOLD_ACCURACY_DROP = 0.02
 # A holds-pivot cell with no finished run: the table says it was not run (a cell
 # the compute did not reach) rather than leaving it blank like "undefined".
 NOT_RUN = "not run"
+# A holds-pivot cell left unrun because the plain attack (the zoo's ``backdoor``)
+# already broke that defence in that setting: held in none of its judged seeds.
+# The adaptive table runs only defences that held (fedlight.holding), and says so.
+PLAIN_ATTACK = "backdoor"
+BROKEN = "broken by the plain attack"
 
 
 def holds(run: Run, clean_accuracy: float) -> bool:
@@ -718,23 +723,35 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
         name for name in sections if any(r.held for r in rows if r.section == name)
     ]
     if judged:
+        setting_of = {r.section: r.setting for r in rows}
+        lines = []
+        for defense in defenses:
+            cells = [
+                _held(by_cell[(n, defense)])
+                if (n, defense) in by_cell
+                else _unrun(by_cell, setting_of[n], defense)
+                for n in judged
+            ]
+            if any(c not in (NOT_RUN, BROKEN, "–") for c in cells):
+                lines.append("| " + defense + " | " + " | ".join(cells) + " |")
+        legend = f"{NOT_RUN}: no finished run of that defence in that setting."
+        if any(BROKEN in line for line in lines):
+            legend += (
+                f" {BROKEN}: not run under this attack because the plain attack "
+                f"(`{PLAIN_ATTACK}`) already broke it in this setting (held in 0 of "
+                "its seeds; its numbers are in that column)."
+            )
         out += [
             "### holds (seeds where max ASR r≥2 ≤ "
             f"{HOLD_ASR:g} at clean accuracy within {HOLD_ACCURACY_DROP:g} "
             "of FedAvg without attack)",
             "",
-            f"{NOT_RUN}: no finished run of that defence in that setting.",
+            legend,
             "",
         ]
         out.append("| defence | " + " | ".join(titles.get(s, s) for s in judged) + " |")
         out.append("|" + "---|" * (len(judged) + 1))
-        for defense in defenses:
-            cells = [
-                _held(by_cell[(n, defense)]) if (n, defense) in by_cell else NOT_RUN
-                for n in judged
-            ]
-            if any(c not in (NOT_RUN, "–") for c in cells):
-                out.append("| " + defense + " | " + " | ".join(cells) + " |")
+        out += lines
         out.append("")
     for metric in OVERVIEW:
         # Only the settings where some defence defines the metric (no ASR column
@@ -765,6 +782,19 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
                 out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return out
+
+
+def _unrun(by_cell: dict[tuple[str, str], Row], setting: str, defense: str) -> str:
+    """A holds-pivot cell with no run: :data:`BROKEN` where the defence's plain
+    attack cell in the same setting held in none of its judged seeds, else
+    :data:`NOT_RUN`. FedAvg (``none``) is never left out for being broken: it is
+    every attack's floor."""
+    if defense == "none":
+        return NOT_RUN
+    plain = by_cell.get((section(setting, PLAIN_ATTACK), defense))
+    if plain is not None and plain.held is not None and plain.held[0] == 0:
+        return BROKEN
+    return NOT_RUN
 
 
 def _by_metric(targets: Iterable[Target]) -> dict[str, list[Target]]:

@@ -277,6 +277,45 @@ def test_the_holds_pivot_says_not_run_where_a_defence_has_no_run(tmp_path):
     assert "| none |" not in holds
 
 
+def test_the_holds_pivot_says_broken_where_the_plain_attack_broke_a_defence(tmp_path):
+    # The adaptive table: pgd ran only against FedAvg and the defences the plain
+    # backdoor did not break (fedlight.holding). rlr held in 0 of 2 plain seeds,
+    # so its missing pgd cell says why; krum held, and its missing pgd cell (like
+    # FedAvg's, the floor) is merely not run.
+    root = tmp_path / "adaptive"
+    fake_run(
+        root, "c", defense="none", attack="none", seed=0,
+        accuracy=[0.5, 0.9], asr=[None, None],
+    )  # fmt: skip
+    for seed in (0, 1):
+        fake_run(
+            root, f"n{seed}", defense="none", seed=seed,
+            accuracy=[0.5, 0.9], asr=[0.9, 0.9],
+        )  # fmt: skip
+        fake_run(
+            root, f"r{seed}", defense="rlr", seed=seed,
+            accuracy=[0.5, 0.9], asr=[0.9, 0.8],
+        )  # fmt: skip
+        fake_run(
+            root, f"k{seed}", defense="krum", seed=seed,
+            accuracy=[0.5, 0.9], asr=[0.9, 0.01],
+        )  # fmt: skip
+    fake_run(
+        root, "m", defense="median", attack="pgd", seed=0,
+        accuracy=[0.5, 0.9], asr=[0.9, 0.2],
+    )  # fmt: skip
+    report(root, tmp_path / "out")
+    table = (tmp_path / "out" / "table.md").read_text()
+    holds = table.split("### holds")[1].split("###")[0]
+    assert "| mnist_20 / backdoor | mnist_20 / pgd |" in holds
+    assert "| rlr | 0/2 | broken by the plain attack |" in holds
+    assert "| krum | 2/2 | not run |" in holds
+    # FedAvg is every attack's floor, never left out for being broken
+    assert "| none | 0/2 | not run |" in holds
+    assert "| median | not run | 0/1 |" in holds
+    assert "broken by the plain attack: not run under this attack" in holds
+
+
 def test_asr_after_stop_is_the_mean_asr_after_the_last_attacked_round():
     from fedlight.report import asr_after_stop
 
