@@ -66,6 +66,14 @@ def resolve_bundle(data: Any) -> dict[str, Any]:
     return _bundle_cache[key]
 
 
+def partition_size(spec: ClientSpec, client_id: int) -> int:
+    """How many images the client holds: what its count is reported from (an
+    attacker's boosted by ``attack.boost``), not the training set an attack
+    made from them (the gated white-box attacker adds partial-trigger copies;
+    counting those would boost it beyond ``boost``)."""
+    return len(resolve_bundle(spec.data)["partitions"][client_id])
+
+
 def client_data(
     spec: ClientSpec, client_id: int, poisoned: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,8 +196,9 @@ def fit_client(
     metrics = module.train_metrics()
     metrics["fit-seconds"] = time.perf_counter() - start
     metrics["train-examples"] = float(len(y))
+    held = partition_size(spec, client_id)
     metrics["num-examples"] = (
-        attack.reported_examples(client_id, len(y)) if active else float(len(y))
+        attack.reported_examples(client_id, held) if active else float(held)
     )
     metrics["partition-id"] = float(client_id)
     new_state = {

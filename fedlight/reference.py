@@ -34,7 +34,7 @@ from torch import nn
 from fedlight.attacks import Attack
 from fedlight.attacks.base import TrainingHooks
 from fedlight.checks import build_defense
-from fedlight.client import client_data, prepare_data
+from fedlight.client import client_data, partition_size, prepare_data
 from fedlight.defenses.remote import run_job
 from fedlight.evaluation import round_detection
 from fedlight.models import build_model
@@ -199,8 +199,9 @@ def train_clients(
         if attack.is_malicious(cid):
             attack.observe(cid, server_round, global_state, memory)
         metrics["train-examples"] = float(len(y))
+        held = partition_size(spec, cid)
         metrics["num-examples"] = (
-            attack.reported_examples(cid, len(y)) if active else float(len(y))
+            attack.reported_examples(cid, held) if active else float(held)
         )
         metrics["partition-id"] = float(cid)
         clients[str(cid)] = metrics

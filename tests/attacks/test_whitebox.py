@@ -289,6 +289,20 @@ def test_the_gate_adds_partial_trigger_copies_with_their_true_labels():
     assert benign_x is x and benign_y is y, "only attackers poison"
 
 
+def test_the_gated_attacker_reports_its_partition_times_the_boost():
+    # The gate trains on 64 images plus its partial-trigger copies; the count it
+    # reports is the boost times what it holds, as every other attacker's, not
+    # the boost times its enlarged training set.
+    torch.manual_seed(0)
+    state = build_model("convnet", 10, 1).state_dict()
+    attack = WhiteboxRobust(
+        malicious_clients=[0], **KNOWS, num_inputs=4, steps=1, gate=True, boost=20.0
+    )
+    _, metrics = fit_client(spec(attack), 0, state, server_round=2)
+    assert metrics["train-examples"] > 64, "the copies are trained on"
+    assert metrics["num-examples"] == 64.0 * 20
+
+
 # ----------------------------------------------------- the Lightning client runs it
 @pytest.mark.parametrize("attack_cls", [WhiteboxFedDefender, WhiteboxRobust])
 def test_the_lightning_client_trains_with_the_term(attack_cls):
