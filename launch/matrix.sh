@@ -291,6 +291,16 @@ adaptive_whitebox() {
         attack.evade=searched 'attack.rounds=2:'
 }
 adaptive_intermittent() { adaptive_all intermittent attack=backdoor 'attack.rounds=1:10:3'; }
+# A3FL's floor in the adaptive settings: its trigger is re-optimised against each
+# round's global model, an adversarial patch that a model nobody poisoned may
+# already obey. FedAvg with A3FL poisoning nothing and no boost measures it (6 runs).
+adaptive_a3fl_floor() {
+    local experiment
+    for experiment in "${ADAPTIVE_SETTINGS[@]}"; do
+        adaptive a3fl_floor "$experiment" none attack=a3fl \
+            attack.poison_fraction=0 attack.boost=1
+    done
+}
 # The adaptive table reads the zoo's cells of its settings too: FedAvg's clean runs
 # (the reference of "holds") and the plain backdoor's, so that every defence has a
 # line and one not rerun reads "broken by the plain attack" (fedlight.report).
