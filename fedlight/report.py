@@ -797,6 +797,70 @@ def _unrun(by_cell: dict[tuple[str, str], Row], setting: str, defense: str) -> s
     return NOT_RUN
 
 
+def parse_floor(text: str) -> tuple[str, str]:
+    """``ATTACK=FLOOR``: the attack label whose cells are read against the
+    floor, and the label of FedAvg's runs that measure its floor (the attack
+    poisoning nothing), both as the report names them."""
+    attack, sep, floor = text.partition("=")
+    if not sep or not attack.strip() or not floor.strip():
+        raise ValueError(
+            f"--floor {text!r}: expected ATTACK=FLOOR, e.g. "
+            "'a3fl=a3fl [boost=1, poison_fraction=0]'"
+        )
+    return attack.strip(), floor.strip()
+
+
+def floor_reading(rows: list[Row], floors: dict[str, str]) -> list[str]:
+    """For an attack whose trigger reaches some ASR on a model nobody poisoned
+    (A3FL's adversarial patch), each of its judged cells read against that floor:
+    a defence that held in no seed is "at the trigger's floor" when its mean max
+    ASR after round 1 is within the floor's mean + 95% half-width (FedAvg's runs
+    of the floor label, same setting), else "broken"."""
+    metric = "max_asr_after_1"
+    by_cell = {(r.section, r.defense): r for r in rows}
+    lines = []
+    for row in rows:
+        if row.attack not in floors or row.held is None:
+            continue
+        floor = by_cell.get((section(row.setting, floors[row.attack]), "none"))
+        bound = None
+        if floor is not None and floor.mean[metric] is not None:
+            bound = floor.mean[metric] + (floor.ci95[metric] or 0.0)
+        value = row.mean[metric]
+        if row.held[0] > 0:
+            verdict = "held" if row.held[0] == row.held[1] else "unreliable"
+        elif bound is None:
+            verdict = "no floor run"
+        elif value is not None and value <= bound:
+            verdict = "at the trigger's floor"
+        else:
+            verdict = "broken"
+        floor_text = (
+            "–"
+            if floor is None
+            else _cell(floor.mean[metric], floor.ci95[metric], metric)
+        )
+        lines.append(
+            f"| {row.setting} | {row.attack} | {row.defense} | {_held(row)} | "
+            f"{_cell(value, row.ci95[metric], metric)} | {floor_text} | {verdict} |"
+        )
+    if not lines:
+        return []
+    return [
+        "### Read against the trigger's floor",
+        "",
+        "An attack whose trigger FedAvg obeys with nothing poisoned is read against "
+        "that floor: a cell that held in no seed is at the trigger's floor when its "
+        "mean max ASR r≥2 is at most the floor's mean + 95% half-width, else broken.",
+        "",
+        "| setting | attack | defence | holds | max ASR r≥2 | floor (FedAvg, "
+        "nothing poisoned) | reading |",
+        "|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+    ]
+
+
 def _by_metric(targets: Iterable[Target]) -> dict[str, list[Target]]:
     """The targets grouped by the metric they bound."""
     grouped: dict[str, list[Target]] = {}
@@ -1008,6 +1072,7 @@ def write_markdown(
     roots: Sequence[Path],
     targets: Iterable[Target] = (),
     layout: str = "pivot",
+    floors: dict[str, str] | None = None,
 ) -> None:
     header = ["defence", "seeds", "holds", *(HEADERS[m] for m in METRICS)]
     where = ", ".join(f"`{r}`" for r in roots)
@@ -1023,6 +1088,7 @@ def write_markdown(
                 "",
             ]
         out += (scorecards if layout == "scorecard" else overview)(rows, targets)
+        out += floor_reading(rows, floors or {})
     for name in dict.fromkeys(r.section for r in rows):
         out += [f"## {name}", ""]
         out.append("| " + " | ".join(header) + " |")
@@ -1050,12 +1116,15 @@ def report(
     out: Path,
     targets: Iterable[Target] = (),
     layout: str = "pivot",
+    floors: dict[str, str] | None = None,
 ) -> list[Row]:
     """Write table.md, table.csv and one PNG per setting for the runs under root
     (one folder, or several: a study and the FedAvg runs it shares with another);
     table.md opens with an overview across settings, marking missed targets:
     ``layout`` ``pivot`` (a line per defence, a column per setting, one table per
-    metric) or ``scorecard`` (a table per defence, a line per setting)."""
+    metric) or ``scorecard`` (a table per defence, a line per setting).
+    ``floors`` maps an attack label to the label of FedAvg's runs that measure
+    its trigger's floor (:func:`floor_reading`)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     roots = [root] if isinstance(root, Path) else list(root)
@@ -1078,7 +1147,7 @@ def report(
         plots[name] = plot_setting(name, members, out / f"{slug(name)}.png")
     write_csv(rows, out / "table.csv")
     write_markdown(
-        rows, runs, unfinished, plots, out / "table.md", roots, targets, layout
+        rows, runs, unfinished, plots, out / "table.md", roots, targets, layout, floors
     )
     return rows
 
@@ -1111,9 +1180,19 @@ def main(argv: list[str] | None = None) -> int:
         help="overview: pivot (a line per defence, a column per setting) or "
         "scorecard (a table per defence, a line per setting)",
     )
+    parser.add_argument(
+        "--floor",
+        action="append",
+        default=[],
+        metavar="ATTACK=FLOOR",
+        help="read ATTACK's cells against FedAvg's runs labelled FLOOR (the attack "
+        "poisoning nothing), e.g. 'a3fl=a3fl [boost=1, poison_fraction=0]' "
+        "(repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         targets = [parse_target(text) for text in args.target]
+        floors = dict(parse_floor(text) for text in args.floor)
         if args.layout not in LAYOUTS:
             raise ValueError(
                 f"--layout {args.layout!r} is not one of {', '.join(LAYOUTS)}"
@@ -1129,7 +1208,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out = args.out or args.dir[0] / "report"
     try:
-        rows = report(args.dir, out, targets, args.layout)
+        rows = report(args.dir, out, targets, args.layout, floors)
     except FileNotFoundError as err:
         print(f"fedlight.report: error: {err}", file=sys.stderr)
         return 2

@@ -311,7 +311,7 @@ adaptive_report() {
         zoo+=("$DIR/zoo/$experiment")
     done
     python -m fedlight.report "$DIR/adaptive" "${zoo[@]}" --out docs/results/adaptive \
-        --target 'max_asr_after_1<=0.05'
+        --target 'max_asr_after_1<=0.05' --floor 'a3fl=a3fl [boost=1, poison_fraction=0]'
 }
 zoo_report() {
     python -m fedlight.report "$DIR/zoo" --out docs/results/zoo --target 'max_asr_after_1<=0.05'

@@ -13,7 +13,14 @@ import yaml
 from fedlight.defenses import DEFENSES
 from fedlight.evaluation import attacking
 from fedlight.record import RoundRecord
-from fedlight.report import defense_label, main, parse_target, recount, report
+from fedlight.report import (
+    defense_label,
+    main,
+    parse_floor,
+    parse_target,
+    recount,
+    report,
+)
 
 
 def fake_run(
@@ -314,6 +321,40 @@ def test_the_holds_pivot_says_broken_where_the_plain_attack_broke_a_defence(tmp_
     assert "| none | 0/2 | not run |" in holds
     assert "| median | not run | 0/1 |" in holds
     assert "broken by the plain attack: not run under this attack" in holds
+
+
+def test_a3fl_cells_are_read_against_the_floor_of_its_trigger(tmp_path):
+    # FedAvg with A3FL poisoning nothing reaches max ASR after round 1 0.08 and
+    # 0.10 (mean 0.09): its trigger's floor. Krum misses 0.05 in both seeds but
+    # inside that floor; RLR misses it far above; median holds.
+    root = tmp_path / "adaptive"
+    fake_run(
+        root, "c", defense="none", attack="none", seed=0,
+        accuracy=[0.5, 0.9], asr=[None, None],
+    )  # fmt: skip
+    floor = {"boost": 1, "poison_fraction": 0}
+    for seed, (floor_asr, krum_asr) in enumerate([(0.08, 0.07), (0.10, 0.09)]):
+        fake_run(
+            root, f"f{seed}", defense="none", attack="a3fl", seed=seed,
+            attack_params=floor, accuracy=[0.5, 0.9], asr=[0.1, floor_asr],
+        )  # fmt: skip
+        for defense, asr in (("krum", krum_asr), ("rlr", 0.6), ("median", 0.01)):
+            fake_run(
+                root, f"{defense}{seed}", defense=defense, attack="a3fl",
+                seed=seed, accuracy=[0.5, 0.9], asr=[0.9, asr],
+            )  # fmt: skip
+    floors = dict([parse_floor("a3fl=a3fl [boost=1, poison_fraction=0]")])
+    report(root, tmp_path / "out", floors=floors)
+    table = (tmp_path / "out" / "table.md").read_text()
+    reading = table.split("### Read against the trigger's floor")[1].split("## ")[0]
+    krum = "| mnist_20 | a3fl | krum | 0/2 | 0.080 ± 0.127 | 0.090 ± 0.127 |"
+    assert krum + " at the trigger's floor |" in reading
+    assert "| mnist_20 | a3fl | rlr | 0/2 |" in reading and "| broken |" in reading
+    assert "| mnist_20 | a3fl | median | 2/2 |" in reading and "| held |" in reading
+    # the floor's own runs are not read against themselves
+    assert "| a3fl [boost=1, poison_fraction=0] |" not in reading
+    with pytest.raises(ValueError, match="--floor 'a3fl': expected ATTACK=FLOOR"):
+        parse_floor("a3fl")
 
 
 def test_asr_after_stop_is_the_mean_asr_after_the_last_attacked_round():
