@@ -304,11 +304,13 @@ adaptive_a3fl_floor() {
 # The adaptive table reads the zoo's cells of its settings too: FedAvg's clean runs
 # (the reference of "holds") and the plain backdoor's, so that every defence has a
 # line and one not rerun reads "broken by the plain attack" (fedlight.report).
+# ZOO_DIR: the zoo's runs when they came from another commit than the adaptive ones.
 adaptive_report() {
-    local -a zoo=("$DIR/zoo/clean")
+    local zoo_dir=${ZOO_DIR:-$DIR/zoo}
+    local -a zoo=("$zoo_dir/clean")
     local experiment
     for experiment in "${ADAPTIVE_SETTINGS[@]}"; do
-        zoo+=("$DIR/zoo/$experiment")
+        zoo+=("$zoo_dir/$experiment")
     done
     python -m fedlight.report "$DIR/adaptive" "${zoo[@]}" --out docs/results/adaptive \
         --target 'max_asr_after_1<=0.05' --floor 'a3fl=a3fl [boost=1, poison_fraction=0]'
