@@ -2,7 +2,10 @@
 
 Everything random in a round derives from (seed, round) (see
 :mod:`fedlight.seeding`), so the global weights, the finished rounds' records and
-the defence's own state are all a resume needs to reproduce an uninterrupted run.
+the defence's own state are all a resume needs to reproduce an uninterrupted run,
+except for an attack whose clients remember across rounds (``Attack.remembers``:
+A3FL, IBA, Neurotoxin): that memory lives with the client and restarts empty,
+which the resume warns about and ``results.json``'s ``resumed_after`` records.
 """
 
 from __future__ import annotations

@@ -68,6 +68,8 @@ class ServerPlan:
     max_norm: float | None = None
     checkpoint_path: Path | None = None
     fingerprint: str = ""
+    # The rounds after which this run was resumed from its checkpoint (in order).
+    resumed_after: list[int] = field(default_factory=list)
     on_round: Callable[[RoundRecord], None] | None = None
     rounds: list[RoundRecord] = field(default_factory=list)
     final_arrays: ArrayRecord | None = None
@@ -264,6 +266,7 @@ def run_rounds(grid: Grid, plan: ServerPlan) -> None:
                     "arrays": arrays.to_torch_state_dict(),
                     "rounds": [r.to_dict() for r in plan.rounds],
                     "defense": plan.defense.state_dict(),
+                    "resumed_after": list(plan.resumed_after),
                 },
             )
         if plan.on_round is not None:

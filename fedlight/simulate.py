@@ -339,7 +339,29 @@ def build_plan(
         checkpoint_path=out_dir / CHECKPOINT,
         fingerprint=config_fingerprint(cfg),
         rounds=[RoundRecord.from_dict(r) for r in resumed["rounds"]] if resumed else [],
+        resumed_after=resumed_rounds(cfg, exp, resumed),
     )
+
+
+def resumed_rounds(
+    cfg: DictConfig, exp: Experiment, resumed: dict[str, Any] | None
+) -> list[int]:
+    """The rounds after which the run was resumed, this resume included; warns
+    when the attack's clients keep memory across rounds, which a resume loses
+    (:attr:`fedlight.attacks.base.Attack.remembers`)."""
+    if resumed is None:
+        return []
+    after = [*resumed.get("resumed_after", []), int(resumed["round"])]
+    if exp.attack.remembers:
+        log.warning(
+            "resume: attack=%s keeps each attacker's memory across rounds on the "
+            "client, which a checkpoint does not hold; it restarts empty after "
+            "round %d, so later rounds differ from an uninterrupted run "
+            "(results.json records resumed_after)",
+            cfg.attack.name,
+            after[-1],
+        )
+    return after
 
 
 def make_tracker(cfg: DictConfig, out_dir: Path) -> Tracker:
@@ -403,6 +425,8 @@ def finish_run(
         "seconds": time.perf_counter() - started,
         "code": code_version(),
     }
+    if plan.resumed_after:
+        results["resumed_after"] = plan.resumed_after
     write_json(out_dir / "results.json", results)
     plot = plot_rounds(
         plan.rounds,

@@ -173,6 +173,25 @@ def test_sigkill_after_round_2_then_resume_equals_uninterrupted_and_runs_repeat(
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:]
     final = json.loads((killed / "results.json").read_text())
     assert metrics_of(final) == metrics_of(runs["a"])
+    assert final["resumed_after"] == [done]
+    assert "resumed_after" not in runs["a"], "only a resumed run says so"
+
+
+def test_a_resume_warns_when_the_attack_keeps_client_memory(caplog):
+    from types import SimpleNamespace
+
+    from fedlight.checks import build_attack
+    from fedlight.simulate import resumed_rounds
+
+    for name, remembers in (("neurotoxin", True), ("a3fl", True), ("backdoor", False)):
+        cfg = compose_config(["+experiment=mnist_20", f"attack={name}"])
+        exp = SimpleNamespace(attack=build_attack(cfg))
+        caplog.clear()
+        assert resumed_rounds(cfg, exp, None) == []
+        resumed = {"round": 5, "resumed_after": [2]}
+        assert resumed_rounds(cfg, exp, resumed) == [2, 5]
+        warned = f"attack={name} keeps each attacker's memory" in caplog.text
+        assert warned == remembers
 
 
 def test_resume_refuses_a_different_config(data_root, ray_tmp, tmp_path):

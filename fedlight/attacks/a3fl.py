@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -127,6 +128,8 @@ def unlearned_copy(
 class A3FL(PreparedTriggerAttack):
     """A patch trigger re-optimised each active round against the global model
     and an adversarial copy that unlearnt it (A3FL)."""
+
+    remembers: ClassVar[bool] = True
 
     trigger_size: int = param(
         5, low=1, doc="side of the square patch, px, 2 px from the top-left corner"

@@ -123,6 +123,10 @@ class Attack(Params):
 
     target_label: ClassVar[int | None] = None
     plugin_name: ClassVar[str] = "none"
+    # True for an attack whose clients keep memory across rounds (A3FL's trigger,
+    # IBA's generator, Neurotoxin's last global model): it lives with the client,
+    # not in the server's checkpoint, so a resumed run restarts it empty.
+    remembers: ClassVar[bool] = False
 
     @property
     def name(self) -> str:

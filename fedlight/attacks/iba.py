@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -140,6 +141,8 @@ def load_generator(state: State, channels: int) -> TriggerGenerator:
 class IBA(PreparedTriggerAttack):
     """A generator-made, eps-bounded trigger trained against the global model,
     backdoored into the least-changing coordinates under an L2 bound (IBA)."""
+
+    remembers: ClassVar[bool] = True
 
     trigger_eps: float = param(
         0.15,

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -177,6 +178,8 @@ def masked_training(
 class Neurotoxin(Backdoor):
     """The patch backdoor trained only on the coordinates outside the top
     ``mask_ratio`` of the last global change (|global_t - global_t-1|)."""
+
+    remembers: ClassVar[bool] = True
 
     mask_ratio: float = param(
         0.05,
