@@ -13,6 +13,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from flwr.clientapp import ClientApp
 
 from fedlight.attacks import Attack
 from fedlight.attacks.base import MEASUREMENT_KEY
+from fedlight.checkpoint import load_memory, save_memory
 from fedlight.models import build_model
 from fedlight.models.module import Classifier, TensorBatches
 from fedlight.seeding import derive_seed
@@ -48,6 +50,11 @@ class ClientSpec:
     seed: int = 0
     num_threads: int = 1
     faults: dict[str, list[list[int]]] = field(default_factory=dict)
+    # An attack's memory across rounds, also on disk (fedlight.checkpoint): the
+    # folder (None: only in Flower's per-node state) and the checkpoint's round
+    # a resumed run restarts after (0: a new run, nothing to read back).
+    memory_dir: str | None = None
+    resumed_after: int = 0
 
 
 _bundle_cache: dict[str, dict[str, Any]] = {}
@@ -230,6 +237,18 @@ def inject_faults(
         os._exit(17)
 
 
+def client_memory(
+    spec: ClientSpec, client_id: int, context: Context
+) -> dict[str, torch.Tensor]:
+    """The attack's memory: this node's state, or at the node's first fit of a
+    resumed run, what the attacker wrote to disk up to the checkpoint's round."""
+    if "attack" in context.state:
+        return context.state["attack"].to_torch_state_dict()
+    if spec.memory_dir is None or not spec.attack.is_malicious(client_id):
+        return {}
+    return load_memory(Path(spec.memory_dir), client_id, spec.resumed_after)
+
+
 def make_client_app(spec: ClientSpec) -> ClientApp:
     """A ClientApp that trains (``train``) and reports its partition id (``query``)."""
     app = ClientApp()
@@ -240,14 +259,12 @@ def make_client_app(spec: ClientSpec) -> ClientApp:
         server_round = int(msg.content["config"]["server-round"])
         inject_faults(spec.faults, client_id, server_round)
         state = msg.content["arrays"].to_torch_state_dict()
-        memory = (
-            context.state["attack"].to_torch_state_dict()
-            if "attack" in context.state
-            else {}
-        )
+        memory = client_memory(spec, client_id, context)
         new_state, metrics = fit_client(spec, client_id, state, server_round, memory)
         if memory:  # the attack's storage persists on this node across rounds
             context.state["attack"] = ArrayRecord(memory)
+            if spec.memory_dir is not None:
+                save_memory(Path(spec.memory_dir), client_id, server_round, memory)
         content = RecordDict(
             {"arrays": ArrayRecord(new_state), "metrics": MetricRecord(metrics)}
         )

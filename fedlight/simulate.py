@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedlight.attacks import Attack
 from fedlight.checkpoint import FILENAME as CHECKPOINT
-from fedlight.checkpoint import load_checkpoint
+from fedlight.checkpoint import MEMORY_DIR, load_checkpoint, memory_rounds
 from fedlight.checks import (
     ConfigError,
     build_attack,
@@ -192,8 +192,16 @@ class Experiment:
             device=cfg.device,
         )
 
-    def client_spec(self, cfg: DictConfig, data: Any, num_threads: int) -> ClientSpec:
-        """The ClientApp's spec; ``data`` is :meth:`bundle` or a Ray ref to it."""
+    def client_spec(
+        self,
+        cfg: DictConfig,
+        data: Any,
+        num_threads: int,
+        memory_dir: Path | None = None,
+        resumed_after: int = 0,
+    ) -> ClientSpec:
+        """The ClientApp's spec; ``data`` is :meth:`bundle` or a Ray ref to it;
+        ``memory_dir``: where attackers also keep their memory (a simulation's)."""
         return ClientSpec(
             data=data,
             model=cfg.model.name,
@@ -210,6 +218,8 @@ class Experiment:
             seed=cfg.seed,
             num_threads=num_threads,
             faults=OmegaConf.to_container(cfg.faults, resolve=True),
+            memory_dir=str(memory_dir) if memory_dir is not None else None,
+            resumed_after=resumed_after,
         )
 
 
@@ -339,26 +349,43 @@ def build_plan(
         checkpoint_path=out_dir / CHECKPOINT,
         fingerprint=config_fingerprint(cfg),
         rounds=[RoundRecord.from_dict(r) for r in resumed["rounds"]] if resumed else [],
-        resumed_after=resumed_rounds(cfg, exp, resumed),
+        resumed_after=resumed_rounds(cfg, exp, resumed, out_dir / MEMORY_DIR),
     )
 
 
 def resumed_rounds(
-    cfg: DictConfig, exp: Experiment, resumed: dict[str, Any] | None
+    cfg: DictConfig,
+    exp: Experiment,
+    resumed: dict[str, Any] | None,
+    memory_dir: Path | None = None,
 ) -> list[int]:
     """The rounds after which the run was resumed, this resume included; warns
-    when the attack's clients keep memory across rounds, which a resume loses
-    (:attr:`fedlight.attacks.base.Attack.remembers`)."""
+    when the attack's clients keep memory across rounds
+    (:attr:`fedlight.attacks.base.Attack.remembers`) and ``memory_dir`` holds
+    none of it up to the checkpoint's round: it restarts empty."""
     if resumed is None:
         return []
     after = [*resumed.get("resumed_after", []), int(resumed["round"])]
-    if exp.attack.remembers:
+    if not exp.attack.remembers:
+        return after
+    kept = [
+        c
+        for c in exp.attack.malicious_clients
+        if memory_dir is not None
+        and any(r <= after[-1] for r in memory_rounds(memory_dir, c))
+    ]
+    if kept:
+        log.info(
+            "resume: attackers %s read their memory back from %s", kept, memory_dir
+        )
+    else:
         log.warning(
             "resume: attack=%s keeps each attacker's memory across rounds on the "
-            "client, which a checkpoint does not hold; it restarts empty after "
+            "client, and %s holds none of it; it restarts empty after "
             "round %d, so later rounds differ from an uninterrupted run "
             "(results.json records resumed_after)",
             cfg.attack.name,
+            memory_dir,
             after[-1],
         )
     return after
@@ -469,7 +496,11 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         from flwr.simulation import run_simulation
 
         spec = exp.client_spec(
-            cfg, ray.put(exp.bundle()), num_threads=max(1, int(res.num_cpus))
+            cfg,
+            ray.put(exp.bundle()),
+            num_threads=max(1, int(res.num_cpus)),
+            memory_dir=out_dir / MEMORY_DIR if exp.attack.remembers else None,
+            resumed_after=int(resumed["round"]) if resumed else 0,
         )
         run_simulation(
             server_app=make_server_app(plan),

@@ -177,21 +177,85 @@ def test_sigkill_after_round_2_then_resume_equals_uninterrupted_and_runs_repeat(
     assert "resumed_after" not in runs["a"], "only a resumed run says so"
 
 
-def test_a_resume_warns_when_the_attack_keeps_client_memory(caplog):
+def test_a_resume_warns_only_when_the_attackers_memory_is_not_on_disk(caplog, tmp_path):
     from types import SimpleNamespace
 
+    from fedlight.checkpoint import save_memory
     from fedlight.checks import build_attack
     from fedlight.simulate import resumed_rounds
 
+    kept = tmp_path / "kept"
+    save_memory(kept, 0, 5, {"w": torch.ones(2)})
+    late = tmp_path / "late"  # written in a round the checkpoint does not cover
+    save_memory(late, 0, 6, {"w": torch.ones(2)})
     for name, remembers in (("neurotoxin", True), ("a3fl", True), ("backdoor", False)):
         cfg = compose_config(["+experiment=mnist_20", f"attack={name}"])
         exp = SimpleNamespace(attack=build_attack(cfg))
-        caplog.clear()
         assert resumed_rounds(cfg, exp, None) == []
         resumed = {"round": 5, "resumed_after": [2]}
-        assert resumed_rounds(cfg, exp, resumed) == [2, 5]
-        warned = f"attack={name} keeps each attacker's memory" in caplog.text
-        assert warned == remembers
+        for folder, lost in ((None, True), (late, True), (kept, False)):
+            caplog.clear()
+            assert resumed_rounds(cfg, exp, resumed, folder) == [2, 5]
+            warned = f"attack={name} keeps each attacker's memory" in caplog.text
+            assert warned == (remembers and lost), (name, folder)
+
+
+def test_attacker_memory_on_disk_keeps_the_two_newest_the_checkpoint_can_need(
+    tmp_path,
+):
+    from fedlight.checkpoint import load_memory, memory_rounds, save_memory
+
+    for r in (1, 2, 4):
+        save_memory(tmp_path, 3, r, {"w": torch.full((2,), float(r))})
+    save_memory(tmp_path, 7, 9, {"w": torch.zeros(2)})  # another client: untouched
+    assert memory_rounds(tmp_path, 3) == [2, 4]
+    # Killed during round 4 after this fit: the checkpoint says 3; round 2's is read.
+    assert load_memory(tmp_path, 3, 3)["w"].tolist() == [2.0, 2.0]
+    assert load_memory(tmp_path, 3, 4)["w"].tolist() == [4.0, 4.0]
+    assert load_memory(tmp_path, 3, 1) == {}
+    # The resumed run redoes round 3: the killed run's round-4 file goes.
+    save_memory(tmp_path, 3, 3, {"w": torch.full((2,), 3.0)})
+    assert memory_rounds(tmp_path, 3) == [2, 3]
+    assert memory_rounds(tmp_path, 7) == [9]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_resumed_neurotoxin_run_reads_its_memory_back_and_equals_an_uninterrupted_one(
+    data_root, tmp_path
+):
+    """Neurotoxin's mask in round 3 comes from the global change it remembered in
+    round 2; forgetting it changes round 3 (its first-round fallback masks by the
+    clean gradient instead), so equality needs the memory restored from disk
+    (checked: with the read-back disabled this test fails)."""
+    import tempfile
+
+    def cfg(*extra: str):
+        return smoke(
+            data_root,
+            tempfile.mkdtemp(prefix="flray-"),
+            "attack=neurotoxin",
+            "defense=none",  # the attacker's update counts in full
+            "num_rounds=3",
+            *extra,
+        )
+
+    whole = simulate(cfg(), tmp_path / "whole")
+    cut = tmp_path / "cut"
+    # Round 3 fails after the attacker's fit (it writes its round-3 memory), so
+    # the checkpoint stays at round 2 and the disk holds a file it must ignore.
+    with pytest.raises(RoundFailed):
+        simulate(
+            cfg("faults.raise_at=[[1,3],[2,3],[3,3]]", "simulation.min_replies=0.5"),
+            cut,
+        )
+    assert torch.load(cut / "checkpoint.pt", weights_only=True)["round"] == 2
+    from fedlight.checkpoint import memory_rounds
+
+    assert memory_rounds(cut / "attack_memory", 0) == [2, 3]
+    resumed = simulate(cfg(f"resume={cut}"), tmp_path / "ignored")
+    assert resumed["resumed_after"] == [2]
+    assert metrics_of(resumed) == metrics_of(whole)
+    assert memory_rounds(cut / "attack_memory", 0) == [2, 3]
 
 
 def test_resume_refuses_a_different_config(data_root, ray_tmp, tmp_path):
