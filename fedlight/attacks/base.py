@@ -125,7 +125,8 @@ class Attack(Params):
     plugin_name: ClassVar[str] = "none"
     # True for an attack whose clients keep memory across rounds (A3FL's trigger,
     # IBA's generator, Neurotoxin's last global model): it lives with the client,
-    # not in the server's checkpoint, so a resumed run restarts it empty.
+    # not in the server's checkpoint; a simulation also writes it to disk so that
+    # a resumed run reads it back (fedlight.checkpoint).
     remembers: ClassVar[bool] = False
 
     @property
