@@ -9,6 +9,7 @@ from updates import build, clustered, judge, make_replies, make_round, result
 
 from fedlight.defenses.bulyan import (
     feasible_num_malicious,
+    flower_bulyan,
     recursive_krum,
     recursive_krum_loop,
 )
@@ -153,3 +154,32 @@ def test_bulyan_lowers_f_when_too_few_replies():
     assert verdict.flagged == []
     # f = 0: every client kept and beta = n, so each has an equal share
     assert verdict.weights == pytest.approx(shares(0.25, 0.25, 0.25, 0.25))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("selection", ["recursive", "multikrum"])
+def test_bulyan_equals_flowers_bulyan_strategy_bit_for_bit(seed, selection):
+    # the direct second stage against Flower's whole Bulyan.aggregate_train, on
+    # random models with an int buffer, n from 7 to 14, f up to what n allows
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(7, 15))
+    f = feasible_num_malicious(int(rng.integers(0, 3)), n)
+    models = [
+        {
+            "w": rng.standard_normal((3, 4)).astype(np.float32) * rng.uniform(0.5, 3),
+            "b": rng.standard_normal(5).astype(np.float32),
+            "n": np.array(int(rng.integers(0, 9)), dtype=np.int64),
+        }
+        for _ in range(n)
+    ]
+    defense = build("bulyan", num_malicious_nodes=f, selection=selection)
+    verdict, _ = judge(defense, make_round(models))
+    oracle, kept = flower_bulyan(make_replies(models), f, selection)
+    assert verdict.details["num_malicious_nodes"] == f
+    assert sorted(int(c) for c in verdict.details["selected"]) == sorted(kept)
+    fast = result(verdict.model)
+    slow = result(oracle)
+    assert fast.keys() == slow.keys()
+    for key in fast:
+        assert fast[key].dtype == slow[key].dtype
+        np.testing.assert_array_equal(fast[key], slow[key])
