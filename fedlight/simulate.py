@@ -249,11 +249,16 @@ def prepare_experiment(cfg: DictConfig) -> Experiment:
     return Experiment(data=data, partitions=partitions, attack=attack)
 
 
-def code_version() -> dict[str, Any] | None:
+# What decides a run's results: an edit elsewhere (docs, a remade table) is not
+# a change of the code that ran.
+CODE_PATHS = ("fedlight", "configs", "pyproject.toml")
+
+
+def code_version(root: Path | None = None) -> dict[str, Any] | None:
     """The git commit of the fedlight checkout that ran, and whether its tracked
-    files differed from it (results name the code they came from); None outside
-    a git checkout."""
-    root = Path(__file__).resolve().parent.parent
+    code (:data:`CODE_PATHS`) differed from it (results name the code they came
+    from); None outside a git checkout."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -263,7 +268,10 @@ def code_version() -> dict[str, Any] | None:
             check=True,
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            [
+                *("git", "-C", str(root), "status", "--porcelain"),
+                *("--untracked-files=no", "--", *CODE_PATHS),
+            ],
             capture_output=True,
             text=True,
             timeout=10,

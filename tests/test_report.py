@@ -865,3 +865,30 @@ def test_a_scheduled_attackers_honest_rounds_count_neither_way():
     assert recount(rounds, [], config) == rounds
     assert attacking(["0"], True) == (["0"], set())
     assert attacking(["0"], False) == ([], {"0"})
+
+
+def test_results_name_a_code_edit_but_not_a_docs_edit(tmp_path):
+    import subprocess
+
+    from fedlight.simulate import code_version
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-C", str(tmp_path), *args], check=True, capture_output=True
+        )
+
+    (tmp_path / "fedlight").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "fedlight" / "x.py").write_text("A = 1\n")
+    (tmp_path / "docs" / "table.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = code_version(tmp_path)
+    assert clean is not None and len(clean["commit"]) == 40 and not clean["dirty"]
+    (tmp_path / "docs" / "table.md").write_text("remade\n")  # a remade table
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "fedlight" / "x.py").write_text("A = 2\n")
+    assert code_version(tmp_path)["dirty"] is True
+    assert code_version(tmp_path / "nowhere") is None
