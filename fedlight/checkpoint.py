@@ -62,9 +62,10 @@ def save_memory(
     """
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(memory_path(folder, client_id, server_round), memory)
-    earlier = [r for r in memory_rounds(folder, client_id) if r < server_round]
-    for r in memory_rounds(folder, client_id):
-        if r > server_round or r < max(earlier, default=0):
+    rounds = memory_rounds(folder, client_id)
+    previous = max((r for r in rounds if r < server_round), default=0)
+    for r in rounds:
+        if r > server_round or r < previous:
             memory_path(folder, client_id, r).unlink(missing_ok=True)
 
 

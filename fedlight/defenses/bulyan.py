@@ -172,13 +172,13 @@ class Bulyan(Defense):
         contents = [u.reply.content for u in rnd.updates]
         cid_of = {id(c): u.cid for c, u in zip(contents, rnd.updates, strict=True)}
         select = SELECTIONS[self.params.selection]
-        selected = select(contents, f, n - 2 * f)
-        kept = [cid_of[id(c)] for c in selected]
-        states = {u.cid: u.numpy for u in rnd.updates}
-        model = bulyan_aggregate([states[c] for c in kept], n - 4 * f)
-        kept = [cid for cid in rnd.ids if cid in kept]
-        shares = dict.fromkeys(rnd.ids, 0.0)
         beta = n - 4 * f
+        # In the selection's order, as Flower aggregates (it breaks ties).
+        chosen = [cid_of[id(c)] for c in select(contents, f, n - 2 * f)]
+        states = {u.cid: u.numpy for u in rnd.updates}
+        model = bulyan_aggregate([states[c] for c in chosen], beta)
+        kept = [cid for cid in rnd.ids if cid in chosen]
+        shares = dict.fromkeys(rnd.ids, 0.0)
         if kept:
             for cid, s in zip(
                 kept, closest_shares([states[c] for c in kept], beta), strict=True
