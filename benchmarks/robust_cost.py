@@ -13,7 +13,10 @@ between medians of this one run:
 - ``gen2_same``: the vmapped search over stacked client weights with the first
   generation's K and steps (the engine alone);
 - ``shipped``: the whole scoring job with ``defense=feddefender_robust``'s
-  shipped defaults (inputs, K, steps, everything a round runs).
+  shipped defaults (inputs, K, steps, everything a round runs), the reference
+  in the model config's ``memory_format`` as a run has it;
+- ``shipped_contiguous``: the same job with the reference in the contiguous
+  layout (before the model's layout reached the defence).
 
 Client states are the model's initial weights plus seeded noise (the cost does
 not depend on what the clients learned).
@@ -33,10 +36,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from fedlight.defenses.base import DefenseContext
 from fedlight.defenses.feddefender_robust import (
@@ -53,6 +57,7 @@ from fedlight.defenses.robust_fingerprint import (
 from fedlight.models import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "robust_cost.json"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHAPE, MEAN, STD, CLASSES = (1, 32, 32), 0.1309, 0.2892, 10
 BOUNDS = ((0.0 - MEAN) / STD, (1.0 - MEAN) / STD)
 GEN1 = {"num_inputs": 20, "steps": 15, "lr": 0.1}
@@ -71,6 +76,12 @@ def client_states(model: torch.nn.Module, clients: int, seed: int = 0) -> list:
         }
         for _ in range(clients)
     ]
+
+
+def model_layout(model_name: str) -> str:
+    """The ``memory_format`` of ``configs/model/<model_name>.yaml``."""
+    config = OmegaConf.load(CONFIGS / "model" / f"{model_name}.yaml")
+    return str(config.get("memory_format") or "contiguous")
 
 
 def shipped_defaults() -> dict[str, object]:
@@ -113,16 +124,26 @@ def engines(model_name: str, clients: int) -> dict[str, Callable[[], torch.Tenso
 
     # the job the defence itself builds for a round after the first (reference:
     # the global model), so every shipped lever (universal, aim, engine) is in it
-    defense = RobustFedDefender(
-        RobustParams(remote=False),
-        DefenseContext(model_name, CLASSES, SHAPE, MEAN, STD, seed=7),
+    context = DefenseContext(
+        model_name,
+        CLASSES,
+        SHAPE,
+        MEAN,
+        STD,
+        seed=7,
+        memory_format=model_layout(model_name),
     )
+    defense = RobustFedDefender(RobustParams(remote=False), context)
     job = defense.job_for_round(2, clients)
+    contiguous = replace(job, memory_format="contiguous")
     return {
         "paper": lambda: score_clients(model, states, noise, na_t=0.0),
         "gen1_loop": search(disagreement_per_client),
         "gen2_same": search(disagreement),
         "shipped": lambda: run_robust_job(job, global_state, states).confidence,
+        "shipped_contiguous": lambda: (
+            run_robust_job(contiguous, global_state, states).confidence
+        ),
     }
 
 
@@ -156,12 +177,15 @@ def measure(model_name: str, clients: int, repeats: int) -> dict[str, object]:
         "gen1_over_gen2_same": median["gen1_loop"] / median["gen2_same"],
         "gen1_over_shipped": median["gen1_loop"] / median["shipped"],
         "shipped_over_paper": median["shipped"] / median["paper"],
+        "contiguous_over_shipped": median["shipped_contiguous"] / median["shipped"],
+        "memory_format": model_layout(model_name),
     }
     print(
         f"{model_name:9s} {clients:3d} clients: "
         + "  ".join(f"{n} {s:.3f}s" for n, s in median.items())
         + f"  | gen1/gen2 same settings {row['gen1_over_gen2_same']:.1f}x,"
-        f" gen1/shipped {row['gen1_over_shipped']:.1f}x",
+        f" gen1/shipped {row['gen1_over_shipped']:.1f}x,"
+        f" contiguous/shipped {row['contiguous_over_shipped']:.2f}x",
         flush=True,
     )
     return row

@@ -190,6 +190,7 @@ class Experiment:
             seed=cfg.seed,
             max_attackers=cfg.server.max_attackers,
             device=cfg.device,
+            memory_format=cfg.model.get("memory_format") or "contiguous",
         )
 
     def client_spec(

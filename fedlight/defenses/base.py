@@ -50,6 +50,7 @@ class DefenseContext:
     seed: int
     max_attackers: int = 1
     device: str = "cpu"
+    memory_format: str = "contiguous"  # the model's kernel layout (model.memory_format)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -114,6 +115,7 @@ class RobustJob:
     engine: str = "batched"
     device: str = "cpu"
     num_threads: int | None = None
+    memory_format: str = "contiguous"
 
 
 def _combine(
@@ -207,7 +209,10 @@ def run_robust_job(
             reference = global_state
         else:
             reference = CONSENSUS[job.reference](states)
-        search = disagreement if job.engine == "batched" else disagreement_per_client
+        if job.engine == "batched":
+            search = partial(disagreement, memory_format=job.memory_format)
+        else:
+            search = disagreement_per_client  # the plain oracle, default layout
         kl, aim = search(
             model,
             reference,
@@ -352,6 +357,7 @@ class RobustFedDefender(Defense):
             aim_gate=p.aim_gate,
             engine=p.engine,
             device="cuda" if p.num_gpus > 0 else context.device,
+            memory_format=context.memory_format,
         )
 
     def job_for_round(self, server_round: int, num_clients: int) -> RobustJob:

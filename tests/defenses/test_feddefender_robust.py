@@ -16,10 +16,13 @@ from fedlight.attacks.backdoor import Backdoor
 from fedlight.data.prepare import load_dataset
 from fedlight.defenses import Defense, DefenseContext, Verdict
 from fedlight.defenses.feddefender_robust import (
+    RobustFedDefender,
+    RobustParams,
     cap_counts,
     mean_state,
     median_state,
     remember,
+    run_robust_job,
 )
 from fedlight.defenses.robust_fingerprint import (
     activation_features,
@@ -87,13 +90,22 @@ def test_outlier_scores_single_out_the_shifted_client_and_need_three():
     assert torch.equal(outlier_scores(features[:2]), torch.zeros(2))
 
 
-def test_disagreement_matches_the_one_input_loop():
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+def test_disagreement_matches_the_one_input_loop(memory_format):
     torch.manual_seed(0)
     model = build_model("convnet")
     reference = build_model("convnet").state_dict()
     states = [reference, *(build_model("convnet").state_dict() for _ in range(2))]
     starts = torch.rand(3, 1, 32, 32)
-    fast = disagreement(model, reference, states, starts, (0.0, 1.0), steps=5)
+    fast = disagreement(
+        model,
+        reference,
+        states,
+        starts,
+        (0.0, 1.0),
+        steps=5,
+        memory_format=memory_format,
+    )
     slow = disagreement_loop(model, reference, states, starts, (0.0, 1.0), steps=5)
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
     # the reference against itself: 0 up to the grouped convolution's rounding
@@ -470,3 +482,24 @@ def test_both_engines_give_the_same_kl_and_aim(universal):
     slow = disagreement_per_client(*args, steps=4, universal=universal, aim=True)
     for got, want in zip(fast, slow, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_the_job_runs_the_reference_in_the_models_layout():
+    # the model config's memory_format reaches the batched search, whose
+    # channels_last reference equals the contiguous one up to rounding; the
+    # per-client oracle engine keeps the default layout
+    context = dataclasses.replace(CTX, memory_format="channels_last")
+    job = RobustFedDefender(RobustParams(remote=False), context).job_for_round(2, 4)
+    assert job.memory_format == "channels_last"
+    plain = RobustFedDefender(RobustParams(remote=False), CTX).job_for_round(2, 4)
+    assert plain.memory_format == "contiguous"
+    torch.manual_seed(0)
+    model = build_model("convnet")
+    global_state = model.state_dict()
+    states = [build_model("convnet").state_dict() for _ in range(4)]
+    fast, slow = (
+        run_robust_job(job, global_state, states),
+        run_robust_job(plain, global_state, states),
+    )
+    torch.testing.assert_close(fast.kl, slow.kl, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fast.aim, slow.aim, rtol=1e-4, atol=1e-6)
