@@ -121,8 +121,11 @@ def test_the_shipped_configs_choose_the_kernels_per_model(data_root):
         ]
     )
     assert cfg.model.memory_format == "channels_last" and cfg.client.fused_optimizer
-    client = prepare_experiment(cfg).client_spec(cfg, {}, num_threads=1)
+    experiment = prepare_experiment(cfg)
+    client = experiment.client_spec(cfg, {}, num_threads=1)
     assert (client.memory_format, client.fused_optimizer) == ("channels_last", True)
+    # the server's defence gets the model's layout too (the robust search's reference)
+    assert experiment.defense_context(cfg).memory_format == "channels_last"
     resnet = compose_config(["model=resnet18", "client.fused_optimizer=false"])
     assert resnet.model.memory_format == "contiguous"
     assert not resnet.client.fused_optimizer
