@@ -89,7 +89,9 @@ def shipped_defaults() -> dict[str, object]:
     return asdict(RobustParams())
 
 
-def engines(model_name: str, clients: int) -> dict[str, Callable[[], torch.Tensor]]:
+def engines(
+    model_name: str, clients: int, layout: str
+) -> dict[str, Callable[[], torch.Tensor]]:
     """One callable per engine, each scoring the same states."""
     model = build_model(model_name, CLASSES, SHAPE[0])
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -131,7 +133,7 @@ def engines(model_name: str, clients: int) -> dict[str, Callable[[], torch.Tenso
         MEAN,
         STD,
         seed=7,
-        memory_format=model_layout(model_name),
+        memory_format=layout,
     )
     defense = RobustFedDefender(RobustParams(remote=False), context)
     job = defense.job_for_round(2, clients)
@@ -167,7 +169,8 @@ def interleaved_seconds(
 
 def measure(model_name: str, clients: int, repeats: int) -> dict[str, object]:
     """Median seconds per engine over interleaved repeats, and the ratios."""
-    seconds = interleaved_seconds(engines(model_name, clients), repeats)
+    layout = model_layout(model_name)
+    seconds = interleaved_seconds(engines(model_name, clients, layout), repeats)
     median = {name: statistics.median(ts) for name, ts in seconds.items()}
     row = {
         "model": model_name,
@@ -178,7 +181,7 @@ def measure(model_name: str, clients: int, repeats: int) -> dict[str, object]:
         "gen1_over_shipped": median["gen1_loop"] / median["shipped"],
         "shipped_over_paper": median["shipped"] / median["paper"],
         "contiguous_over_shipped": median["shipped_contiguous"] / median["shipped"],
-        "memory_format": model_layout(model_name),
+        "memory_format": layout,
     }
     print(
         f"{model_name:9s} {clients:3d} clients: "

@@ -377,15 +377,12 @@ def resumed_rounds(
     after = [*resumed.get("resumed_after", []), int(resumed["round"])]
     if not exp.attack.remembers:
         return after
-    kept = (
-        [
-            c
-            for c in exp.attack.malicious_clients
-            if any(r <= after[-1] for r in memory_rounds(memory_dir, c))
-        ]
-        if memory_dir is not None
-        else []
-    )
+    attackers = exp.attack.malicious_clients if memory_dir is not None else []
+    kept = [
+        c
+        for c in attackers
+        if any(r <= after[-1] for r in memory_rounds(memory_dir, c))
+    ]
     if kept:
         log.info(
             "resume: attackers %s read their memory back from %s", kept, memory_dir
