@@ -12,6 +12,8 @@ spinning OpenMP threads wait for descheduled ones. This prints the medians of:
   (``GOMP_SPINCOUNT=20000``): the same job through ``DefenderService`` actors;
 - ``passive_1thread``: the passive actor with one torch thread.
 
+The reference runs in the model config's ``memory_format``, as in a run.
+
 Run it once on a quiet machine and once while the cores are busy (e.g. beside a
 training run) to see why runs use ``passive``.
 
@@ -41,6 +43,7 @@ from robust_cost import (  # noqa: E402
     STD,
     client_states,
     interleaved_seconds,
+    model_layout,
 )
 
 from fedlight.defenses.base import DefenseContext  # noqa: E402
@@ -65,7 +68,10 @@ def measure(repeats: int, clients: int) -> dict[str, float]:
     model = build_model("convnet", CLASSES, SHAPE[0])
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
     states = client_states(model, clients)
-    context = DefenseContext("convnet", CLASSES, SHAPE, MEAN, STD, seed=7)
+    layout = model_layout("convnet")  # the reference's layout as a run has it
+    context = DefenseContext(
+        "convnet", CLASSES, SHAPE, MEAN, STD, seed=7, memory_format=layout
+    )
     defense = RobustFedDefender(RobustParams(remote=False), context)
     job = replace(defense.job_for_round(2, clients), num_threads=2)
     one = replace(job, num_threads=1)
