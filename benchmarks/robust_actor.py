@@ -38,18 +38,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robust_cost import (  # noqa: E402
     CLASSES,
-    MEAN,
     SHAPE,
-    STD,
     client_states,
     interleaved_seconds,
     model_layout,
+    shipped_job,
 )
 
-from fedlight.defenses.base import DefenseContext  # noqa: E402
 from fedlight.defenses.feddefender_robust import (  # noqa: E402
-    RobustFedDefender,
-    RobustParams,
     run_robust_job,
 )
 from fedlight.defenses.remote import DefenderService  # noqa: E402
@@ -68,12 +64,9 @@ def measure(repeats: int, clients: int) -> dict[str, float]:
     model = build_model("convnet", CLASSES, SHAPE[0])
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
     states = client_states(model, clients)
-    layout = model_layout("convnet")  # the reference's layout as a run has it
-    context = DefenseContext(
-        "convnet", CLASSES, SHAPE, MEAN, STD, seed=7, memory_format=layout
+    job = replace(
+        shipped_job("convnet", clients, model_layout("convnet")), num_threads=2
     )
-    defense = RobustFedDefender(RobustParams(remote=False), context)
-    job = replace(defense.job_for_round(2, clients), num_threads=2)
     one = replace(job, num_threads=1)
     actors = {
         name: ray.remote(DefenderService)

@@ -45,6 +45,7 @@ from omegaconf import OmegaConf
 from fedlight.defenses.base import DefenseContext
 from fedlight.defenses.feddefender_robust import (
     RobustFedDefender,
+    RobustJob,
     RobustParams,
     run_robust_job,
 )
@@ -89,6 +90,16 @@ def shipped_defaults() -> dict[str, object]:
     return asdict(RobustParams())
 
 
+def shipped_job(model_name: str, clients: int, layout: str) -> RobustJob:
+    """The job the defence itself builds for a round after the first (reference:
+    the global model, in ``layout``), so every shipped lever is in it."""
+    context = DefenseContext(
+        model_name, CLASSES, SHAPE, MEAN, STD, seed=7, memory_format=layout
+    )
+    defense = RobustFedDefender(RobustParams(remote=False), context)
+    return defense.job_for_round(2, clients)
+
+
 def engines(
     model_name: str, clients: int, layout: str
 ) -> dict[str, Callable[[], torch.Tensor]]:
@@ -124,19 +135,7 @@ def engines(
             lr=GEN1["lr"],
         )
 
-    # the job the defence itself builds for a round after the first (reference:
-    # the global model), so every shipped lever (universal, aim, engine) is in it
-    context = DefenseContext(
-        model_name,
-        CLASSES,
-        SHAPE,
-        MEAN,
-        STD,
-        seed=7,
-        memory_format=layout,
-    )
-    defense = RobustFedDefender(RobustParams(remote=False), context)
-    job = defense.job_for_round(2, clients)
+    job = shipped_job(model_name, clients, layout)
     contiguous = replace(job, memory_format="contiguous")
     return {
         "paper": lambda: score_clients(model, states, noise, na_t=0.0),
