@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(measure(name, int(images), args.repeats))
     payload = {
         "machine": f"{platform.processor() or platform.machine()}, 1 torch thread, CPU",
+        # the widest vector kernels torch's CPU dispatch uses here (AVX512 or
+        # AVX2): the choice's ratios differ between the two
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "repeats": args.repeats,
         "what": "fit_client (Lightning, 1 epoch, batch 32, Adam): seconds per step",
