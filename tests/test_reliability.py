@@ -142,13 +142,12 @@ def test_sigkill_after_round_2_then_resume_equals_uninterrupted_and_runs_repeat(
 ):
     import tempfile
 
-    runs = {}
-    for name in ("a", "b"):
-        proc = run_cli(tmp_path / name, data_root, tempfile.mkdtemp(prefix="flray-"))
-        assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:]
-        runs[name] = json.loads((tmp_path / name / "results.json").read_text())
-    assert metrics_of(runs["a"]) == metrics_of(runs["b"]), "same seed, same results"
+    proc = run_cli(tmp_path / "a", data_root, tempfile.mkdtemp(prefix="flray-"))
+    assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:]
+    uninterrupted = json.loads((tmp_path / "a" / "results.json").read_text())
 
+    # The killed run is the repeat: its rounds before the kill ran fresh from the
+    # same seed, those after it from the checkpoint; all must equal run a's.
     killed = tmp_path / "killed"
     proc = run_cli(killed, data_root, tempfile.mkdtemp(prefix="flray-"))
     ckpt = killed / "checkpoint.pt"
@@ -172,9 +171,10 @@ def test_sigkill_after_round_2_then_resume_equals_uninterrupted_and_runs_repeat(
     )
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:]
     final = json.loads((killed / "results.json").read_text())
-    assert metrics_of(final) == metrics_of(runs["a"])
+    assert metrics_of(final)[:done] == metrics_of(uninterrupted)[:done], "runs repeat"
+    assert metrics_of(final) == metrics_of(uninterrupted), "resume changes nothing"
     assert final["resumed_after"] == [done]
-    assert "resumed_after" not in runs["a"], "only a resumed run says so"
+    assert "resumed_after" not in uninterrupted, "only a resumed run says so"
 
 
 def test_a_resume_warns_only_when_the_attackers_memory_is_not_on_disk(caplog, tmp_path):
@@ -277,7 +277,14 @@ def test_resume_refuses_a_different_config(data_root, ray_tmp, tmp_path):
 def test_batchnorm_model_keeps_training_after_round_1(data_root, ray_tmp, tmp_path):
     """FedAvg turns int64 buffers (num_batches_tracked) into float64; the server
     casts them back so round 2's screening accepts every client."""
-    cfg = smoke(data_root, ray_tmp, "model=resnet18", "dataset.max_train_samples=80")
+    # 16 px: a quarter of the pixels, the same BatchNorm buffers.
+    cfg = smoke(
+        data_root,
+        ray_tmp,
+        "model=resnet18",
+        "dataset.max_train_samples=80",
+        "dataset.image_size=16",
+    )
     results = simulate(cfg, tmp_path)
     for r in results["rounds"]:
         assert r["rejected"] == {} and len(r["clients"]) == 4
