@@ -9,10 +9,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from fedlight.checks import ConfigError
+from fedlight.checks import ConfigError, check_config
 from fedlight.data import DataNotFoundError
-from fedlight.server import RoundFailed
-from fedlight.simulate import simulate
 from fedlight.tracking import multirun_group
 
 
@@ -25,13 +23,23 @@ def main(cfg: DictConfig) -> None:
     if hydra_cfg.mode == RunMode.MULTIRUN and cfg.wandb.group is None:
         cfg.wandb.group = multirun_group(hydra_cfg.sweep.dir)  # one W&B group
     try:
+        check_config(cfg)  # before importing Lightning, Ray and Flower's engine
+    except ConfigError as err:
+        _exit(err, 2)
+    from fedlight.server import RoundFailed
+    from fedlight.simulate import simulate
+
+    try:
         simulate(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, DataNotFoundError) as err:
-        print(f"fedlight: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _exit(err, 2)
     except RoundFailed as err:
-        print(f"fedlight: error: {err} (resume=RUN_DIR continues it)", file=sys.stderr)
-        sys.exit(1)
+        _exit(f"{err} (resume=RUN_DIR continues it)", 1)
+
+
+def _exit(message: object, code: int) -> None:
+    print(f"fedlight: error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 def _configs_installed() -> bool:

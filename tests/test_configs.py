@@ -269,11 +269,28 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, overrides, key):
 
     if "num_gpus" in key and gpus_visible():
         pytest.skip("a GPU is visible here")
-    proc = run_cli(*overrides, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    proc = run_cli(
+        *overrides,
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=tmp_path,
+        env_extra={"PYTHONPROFILEIMPORTTIME": "1"},  # each import on stderr
+    )
     assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    lines = [
+        line
+        for line in proc.stderr.splitlines()
+        if line.strip() and not line.startswith("import time:")
+    ]
     assert len(lines) == 1 and key in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+    # The error comes before the run's heavy imports (seconds on 2 cores).
+    heavy = {"pytorch_lightning", "ray", "flwr_datasets", "flwr.simulation", "wandb"}
+    assert "torch" in imported and not heavy & imported, sorted(heavy & imported)
 
 
 def test_cli_unknown_group_option_lists_choices(tmp_path):

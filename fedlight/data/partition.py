@@ -9,9 +9,12 @@ ICML 2019, https://arxiv.org/abs/1905.12022).
 
 from __future__ import annotations
 
-import datasets
+from typing import TYPE_CHECKING
+
 import numpy as np
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
+
+if TYPE_CHECKING:
+    from flwr_datasets.partitioner import Partitioner
 
 PARTITIONS = ("iid", "dirichlet")
 
@@ -42,6 +45,11 @@ def partition_indices(
             f"partition.num_partitions={num_partitions} must be in [1, {len(labels)}] "
             f"(the number of samples)"
         )
+
+    # Imported here: flwr-datasets pulls in pandas, scipy and seaborn (~2 s), which
+    # the CLI's config checks, run before any work, do not need.
+    import datasets
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner
 
     table = datasets.Dataset.from_dict(
         {"idx": np.arange(len(labels), dtype=np.int64), "label": labels}
