@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -37,7 +38,7 @@ def main(cfg: DictConfig) -> None:
         _exit(f"{err} (resume=RUN_DIR continues it)", 1)
 
 
-def _exit(message: object, code: int) -> None:
+def _exit(message: object, code: int) -> NoReturn:
     print(f"fedlight: error: {message}", file=sys.stderr)
     sys.exit(code)
 

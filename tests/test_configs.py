@@ -276,16 +276,12 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, overrides, key):
         env_extra={"PYTHONPROFILEIMPORTTIME": "1"},  # each import on stderr
     )
     assert proc.returncode == 2, proc.stderr
-    imported = {
-        line.rsplit("|", 1)[1].strip()
-        for line in proc.stderr.splitlines()
-        if line.startswith("import time:")
-    }
-    lines = [
-        line
-        for line in proc.stderr.splitlines()
-        if line.strip() and not line.startswith("import time:")
-    ]
+    imported, lines = set(), []
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:"):
+            imported.add(line.rsplit("|", 1)[1].strip())
+        elif line.strip():
+            lines.append(line)
     assert len(lines) == 1 and key in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     # The error comes before the run's heavy imports (seconds on 2 cores).
