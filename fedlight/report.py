@@ -965,6 +965,24 @@ def write_csv(rows: list[Row], path: Path) -> None:
             writer.writerow(line)
 
 
+LINE_COLORS = 10  # matplotlib's default cycle, tab10
+LINE_STYLES = (("-", "o"), ("--", "s"), (":", "^"))
+
+
+def line_styles(names: list[str]) -> dict[str, dict[str, str]]:
+    """A colour, line style and marker per name, distinct for up to 30 names:
+    the colour cycle alone repeats after 10, and a zoo plot has 21 defences."""
+    styles = {}
+    for i, name in enumerate(names):
+        linestyle, marker = LINE_STYLES[(i // LINE_COLORS) % len(LINE_STYLES)]
+        styles[name] = {
+            "color": f"C{i % LINE_COLORS}",
+            "linestyle": linestyle,
+            "marker": marker,
+        }
+    return styles
+
+
 def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
     """Clean accuracy (and ASR, if the attack has one) per round, one line per
     defence, averaged over seeds."""
@@ -984,8 +1002,9 @@ def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
     fig, axes = plt.subplots(
         1, len(panels), figsize=(5.2 * len(panels), 3.6), dpi=110, squeeze=False
     )
+    styles = line_styles(sorted(by_defense, key=_defense_rank))
     for ax, (title, attr) in zip(axes[0], panels, strict=True):
-        for defense in sorted(by_defense, key=_defense_rank):
+        for defense, style in styles.items():
             members = by_defense[defense]
             length = min(len(getattr(r, attr)) for r in members)
             ys = [
@@ -993,16 +1012,24 @@ def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
                 for i in range(length)
             ]
             ys_plot = [float("nan") if y is None else y for y in ys]
-            ax.plot(range(1, length + 1), ys_plot, marker=".", label=defense)
+            ax.plot(
+                range(1, length + 1),
+                ys_plot,
+                markersize=3,
+                linewidth=1.2,
+                label=defense,
+                **style,
+            )
         ax.set_title(title)
         ax.set_xlabel("round")
         ax.set_ylim(-0.02, 1.02)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    # beside the panels, not over the curves it names
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(setting, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -15,6 +15,7 @@ from fedlight.evaluation import attacking
 from fedlight.record import RoundRecord
 from fedlight.report import (
     defense_label,
+    line_styles,
     main,
     parse_floor,
     parse_target,
@@ -156,6 +157,16 @@ def test_table_means_and_spreads_over_seeds(study, tmp_path):
     # Krum FPR: run means ignoring nulls, 0.5 and 0.2, then over seeds.
     assert krum.mean["fpr"] == pytest.approx(0.35)
     assert krum.mean["seconds"] == pytest.approx(10.5)
+
+
+def test_every_defence_gets_its_own_line_style():
+    # The zoo's plots draw all registered defences: the colour cycle alone
+    # (10 colours) gave two of them the same line.
+    names = list(DEFENSES.names())
+    styles = line_styles(names)
+    looks = {tuple(sorted(style.items())) for style in styles.values()}
+    assert len(names) > 10 and len(looks) == len(names)
+    assert line_styles(names[:3]) == {n: styles[n] for n in names[:3]}
 
 
 def test_files_and_the_unfinished_run(study, tmp_path):
