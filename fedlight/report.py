@@ -170,6 +170,9 @@ NOT_RUN = "not run"
 # The adaptive table runs only defences that held (fedlight.holding), and says so.
 PLAIN_ATTACK = "backdoor"
 BROKEN = "broken by the plain attack"
+# A holds-pivot cell of another defence in an attack's floor column (FedAvg
+# alone, nothing poisoned: see floor_reading): not meant to run there.
+FLOOR_ONLY = "–"
 
 
 def holds(run: Run, clean_accuracy: float) -> bool:
@@ -706,11 +709,18 @@ def parse_target(text: str) -> Target:
     return Target(metric, op, value)
 
 
-def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
+def overview(
+    rows: list[Row],
+    targets: Iterable[Target] = (),
+    floors: dict[str, str] | None = None,
+) -> list[str]:
     """Markdown pivots, one per headline metric: a line per defence, a column per
     setting, so an ablation reads across; means only (the sections below give the
     spread). A cell misses a target (✗) when any of its seeds does: "every
-    setting, every seed" is the claim a target stands for."""
+    setting, every seed" is the claim a target stands for. A floor's column
+    (``floors``' values: FedAvg alone, nothing poisoned) reads "–" for the other
+    defences in the holds pivot, which were never meant to run there."""
+    floor_labels = set((floors or {}).values())
     sections = list(dict.fromkeys(r.section for r in rows))
     # A setting's name alone heads its column unless it ran under several attacks.
     unique = len({r.setting for r in rows}) == len(sections)
@@ -724,17 +734,25 @@ def overview(rows: list[Row], targets: Iterable[Target] = ()) -> list[str]:
     ]
     if judged:
         setting_of = {r.section: r.setting for r in rows}
+        attack_of = {r.section: r.attack for r in rows}
         lines = []
         for defense in defenses:
             cells = [
                 _held(by_cell[(n, defense)])
                 if (n, defense) in by_cell
+                else FLOOR_ONLY
+                if attack_of[n] in floor_labels
                 else _unrun(by_cell, setting_of[n], defense)
                 for n in judged
             ]
-            if any(c not in (NOT_RUN, BROKEN, "–") for c in cells):
+            if any(c not in (NOT_RUN, BROKEN, FLOOR_ONLY) for c in cells):
                 lines.append("| " + defense + " | " + " | ".join(cells) + " |")
         legend = f"{NOT_RUN}: no finished run of that defence in that setting."
+        if any(attack_of[n] in floor_labels for n in judged):
+            legend += (
+                f" {FLOOR_ONLY} in a floor's column: that attack's trigger on FedAvg "
+                "with nothing poisoned, run for FedAvg alone."
+            )
         if any(BROKEN in line for line in lines):
             legend += (
                 f" {BROKEN}: not run under this attack because the plain attack "
@@ -1114,7 +1132,10 @@ def write_markdown(
                 + "). Empty: not defined for that defence or setting, or not run.",
                 "",
             ]
-        out += (scorecards if layout == "scorecard" else overview)(rows, targets)
+        if layout == "scorecard":
+            out += scorecards(rows, targets)
+        else:
+            out += overview(rows, targets, floors)
         out += floor_reading(rows, floors or {})
     for name in dict.fromkeys(r.section for r in rows):
         out += [f"## {name}", ""]

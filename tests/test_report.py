@@ -364,6 +364,12 @@ def test_a3fl_cells_are_read_against_the_floor_of_its_trigger(tmp_path):
     assert "| mnist_20 | a3fl | median | 2/2 |" in reading and "| held |" in reading
     # the floor's own runs are not read against themselves
     assert "| a3fl [boost=1, poison_fraction=0] |" not in reading
+    # in the holds pivot the floor's column is FedAvg's alone: the others read "–"
+    holds = table.split("### holds")[1].split("###")[0]
+    assert "| mnist_20 / a3fl | mnist_20 / a3fl [boost=1, poison_fraction=0] |" in holds
+    assert "| none | not run | 0/2 |" in holds  # its floor reaches 0.08-0.10
+    assert "| krum | 0/2 | – |" in holds and "| median | 2/2 | – |" in holds
+    assert "– in a floor's column" in holds
     with pytest.raises(ValueError, match="--floor 'a3fl': expected ATTACK=FLOOR"):
         parse_floor("a3fl")
 
