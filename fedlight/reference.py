@@ -36,7 +36,7 @@ from fedlight.attacks.base import TrainingHooks
 from fedlight.checks import build_defense
 from fedlight.client import client_data, partition_size, prepare_data
 from fedlight.defenses.remote import run_job
-from fedlight.evaluation import round_detection
+from fedlight.detection import round_detection
 from fedlight.models import build_model
 from fedlight.models.kernels import batch_layout, make_optimizer, to_layout
 from fedlight.models.module import TensorBatches

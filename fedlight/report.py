@@ -37,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from scipy.stats import t as student_t
 
-from fedlight.attacks.base import last_attacked_round, parse_rounds, scheduled
-from fedlight.evaluation import round_detection
+from fedlight.detection import round_detection
+from fedlight.schedule import last_attacked_round, parse_rounds, scheduled
 
 log = logging.getLogger("fedlight")
 
@@ -147,6 +146,8 @@ class Row:
     def ci95(self) -> dict[str, float | None]:
         """Half-width of the 95% confidence interval of the mean (Student t with
         n - 1 degrees of freedom); None with fewer than two values."""
+        from scipy.stats import t as student_t  # ~1.5 s to import: only when asked
+
         return {
             m: float(student_t.ppf(0.975, len(v) - 1))
             * statistics.stdev(v)
@@ -525,7 +526,7 @@ def recount(
 ) -> list[dict[str, Any]]:
     """The round records with a scheduled attacker's honest rounds (outside
     ``attack.rounds``) counted as the server now counts them
-    (:func:`fedlight.evaluation.attacking`): neither malicious nor benign in the
+    (:func:`fedlight.detection.attacking`): neither malicious nor benign in the
     detection metrics, no attacker weight. Runs recorded before that rule counted
     it as malicious in every round; for the others this changes nothing."""
     text = str((config.get("attack") or {}).get("rounds") or "")

@@ -26,7 +26,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedlight.aggregation import fedavg
-from fedlight.attacks.base import MEASUREMENT_KEY, scheduled
+from fedlight.attacks.base import MEASUREMENT_KEY
 from fedlight.checkpoint import save_checkpoint
 from fedlight.defenses.base import (
     WEIGHT_KEY,
@@ -37,9 +37,11 @@ from fedlight.defenses.base import (
     cast_like,
     to_record,
 )
-from fedlight.evaluation import Evaluator, round_detection
+from fedlight.detection import round_detection
+from fedlight.evaluation import Evaluator
 from fedlight.record import RoundRecord, normalised
 from fedlight.sanitize import screen_updates
+from fedlight.schedule import scheduled
 from fedlight.seeding import derive_seed
 
 log = logging.getLogger("fedlight")
@@ -60,7 +62,7 @@ class ServerPlan:
     malicious: list[str]
     seed: int = 0
     # The attackers' schedule (attack.rounds): in other rounds they are honest,
-    # and the detection metrics do not count them (evaluation.attacking).
+    # and the detection metrics do not count them (detection.attacking).
     attack_rounds: str = "1:"
     round_timeout_s: float = 600.0
     min_replies: float = 0.5

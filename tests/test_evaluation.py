@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from fedlight.attacks.backdoor import Backdoor
-from fedlight.evaluation import Evaluator, detection_metrics
+from fedlight.detection import detection_metrics
+from fedlight.evaluation import Evaluator
 
 
 class CornerDetector(nn.Module):

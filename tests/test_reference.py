@@ -43,7 +43,7 @@ def test_reference_and_full_stack_agree(data_root, ray_tmp, tmp_path):
         [
             *SMOKE,
             "attack.malicious_clients=[0]",  # the attacks' default: no attacker
-            "attack.rounds='2:'",  # round 1: client 0 is honest (evaluation.attacking)
+            "attack.rounds='2:'",  # round 1: client 0 is honest (detection.attacking)
             f"dataset.root={data_root}",
             f"simulation.ray_temp_dir={ray_tmp}",
         ]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from fedlight.defenses import DEFENSES
-from fedlight.evaluation import attacking
+from fedlight.detection import attacking
 from fedlight.record import RoundRecord
 from fedlight.report import (
     defense_label,

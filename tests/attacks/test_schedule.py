@@ -8,10 +8,10 @@ import torch
 from clients import spec
 
 from fedlight.attacks.backdoor import Backdoor
-from fedlight.attacks.base import parse_rounds
 from fedlight.checks import ConfigError, check_config
 from fedlight.client import client_data, fit_client
 from fedlight.models import build_model
+from fedlight.schedule import parse_rounds
 from support import compose_config
 
 
