@@ -3,7 +3,6 @@ import torch
 from torch import nn
 
 from fedlight.attacks.backdoor import Backdoor
-from fedlight.detection import detection_metrics
 from fedlight.evaluation import Evaluator
 
 
@@ -42,12 +41,3 @@ def test_asr_zero_for_model_without_backdoor():
     ax, ay = Backdoor(target_label=9, trigger_size=2).asr_set(x, y, pixel_max=0.1)
     ev = Evaluator(CornerDetector(), x, y, ax, ay)
     assert ev(CornerDetector().state_dict())["asr"] == 0.0
-
-
-def test_detection_metrics():
-    m = detection_metrics(["0", "3"], ["0", "1"], ["0", "1", "2", "3"])
-    assert m == {"precision": 0.5, "recall": 0.5, "fpr": 0.5}
-    none_flagged = detection_metrics([], ["0"], ["0", "1"])
-    assert none_flagged["precision"] is None and none_flagged["recall"] == 0.0
-    absent = detection_metrics(["1"], ["0"], ["1", "2"])
-    assert absent["recall"] is None and absent["fpr"] == 0.5
