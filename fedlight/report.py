@@ -1068,17 +1068,15 @@ def caption(runs: list[Run]) -> str:
         "model assigns to the target (a clean model scores near 0; `[no attacker]` "
         "rows measure the trigger on FedAvg without any attacker: that floor); – "
         "where the attack has no target. Precision / recall / FPR: each run's "
-        "mean over the "
-        "rounds where defined (flagged or excluded clients against the round's "
-        "attackers); – for defences that exclude no whole client. With no attack "
-        "only the FPR is defined, and it is what counts. Max ASR r≥2: the highest "
-        "ASR after round 1. Attacker weight r≥2: the attacking clients' "
-        "highest share of the aggregation weight after round 1. Acc. below "
-        "FedAvg: FedAvg's mean clean accuracy "
-        "without attack on the same task minus the run's final accuracy. "
-        "Defence s/round: the server-side defence's mean wall "
-        "time per round; wall time: the whole run, Ray start-up included (both "
-        "depend on what else the machine was running).",
+        "mean over the rounds where defined (flagged or excluded clients against "
+        "the round's attackers); – for defences that exclude no whole client. "
+        "With no attack only the FPR is defined, and it is what counts. Max ASR "
+        "r≥2: the highest ASR after round 1. Attacker weight r≥2: the attacking "
+        "clients' highest share of the aggregation weight after round 1. Acc. "
+        "below FedAvg: FedAvg's mean clean accuracy without attack on the same "
+        "task minus the run's final accuracy. Defence s/round: the server-side "
+        "defence's mean wall time per round; wall time: the whole run, Ray "
+        "start-up included (both depend on what else the machine was running).",
     ]
     commits: dict[str, int] = {}
     for run in runs:
