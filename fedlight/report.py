@@ -14,8 +14,8 @@ attack (with the attack keys that tell it apart) and defence, and writes
   ``--target`` bound, and in how many seeds each defence held (:func:`holds`)
   against FedAvg's clean accuracy on the same task;
 - ``OUT/table.csv``: the same numbers, mean, std and CI in separate columns;
-- ``OUT/<setting>-<attack>.png``: clean accuracy and ASR per round, one line per
-  defence (mean over seeds).
+- ``OUT/<setting>-<attack>.png``: clean accuracy and ASR (without an attacker,
+  the false-positive rate) per round, one line per defence (mean over seeds).
 
 Runs without ``results.json`` (an interrupted sweep) are listed, not counted.
 """
@@ -87,6 +87,7 @@ class Run:
     metrics: dict[str, float | None]
     accuracy_curve: list[float]
     asr_curve: list[float | None]
+    fpr_curve: list[float | None] = field(default_factory=list)
     task: str = ""  # what FedAvg's clean accuracy depends on (see task_key)
     commit: str | None = None  # the code that ran (results.json's "code")
     # What the run set otherwise than its experiment (see experiment_overrides):
@@ -464,6 +465,7 @@ def load_run(results_path: Path) -> Run | None:
         metrics=metrics,
         accuracy_curve=[float(r["accuracy"]) for r in rounds],
         asr_curve=asr_curve,
+        fpr_curve=[r.get("fpr") for r in rounds],
         task=task_key(config, train_samples),
         commit=_commit(results.get("code")),
         task_overrides=task,
@@ -1002,9 +1004,30 @@ def line_styles(names: list[str]) -> dict[str, dict[str, str]]:
     return styles
 
 
+def plot_panels(runs: list[Run]) -> list[tuple[str, str]]:
+    """The (title, Run curve) panels of a setting's plot: clean accuracy; the ASR
+    where the attack has one; without any attacker the false-positive rate,
+    since every flag is then false and the FPR is what tells defences apart."""
+    panels = [("clean accuracy", "accuracy_curve")]
+    if any(a is not None for r in runs for a in r.asr_curve):
+        panels.append(("attack success rate", "asr_curve"))
+    if not any(r.attacked for r in runs) and any(
+        f is not None for r in runs for f in r.fpr_curve
+    ):
+        panels.append(("false-positive rate", "fpr_curve"))
+    return panels
+
+
+def mean_curve(runs: list[Run], attr: str) -> list[float | None]:
+    """Per round, the mean over seeds of a Run curve where defined, up to the
+    shortest run's last round."""
+    length = min(len(getattr(r, attr)) for r in runs)
+    return [_mean_defined(getattr(r, attr)[i] for r in runs) for i in range(length)]
+
+
 def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
-    """Clean accuracy (and ASR, if the attack has one) per round, one line per
-    defence, averaged over seeds."""
+    """Clean accuracy, and the ASR or, without an attacker, the FPR (see
+    :func:`plot_panels`) per round, one line per defence, averaged over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1014,26 +1037,19 @@ def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
     by_defense: dict[str, list[Run]] = {}
     for run in runs:
         by_defense.setdefault(run.defense, []).append(run)
-    has_asr = any(a is not None for r in runs for a in r.asr_curve)
-    panels = [("clean accuracy", "accuracy_curve")]
-    if has_asr:
-        panels.append(("attack success rate", "asr_curve"))
+    panels = plot_panels(runs)
     fig, axes = plt.subplots(
         1, len(panels), figsize=(5.2 * len(panels), 3.6), dpi=110, squeeze=False
     )
     styles = line_styles(sorted(by_defense, key=_defense_rank))
     for ax, (title, attr) in zip(axes[0], panels, strict=True):
         for defense, style in styles.items():
-            members = by_defense[defense]
-            length = min(len(getattr(r, attr)) for r in members)
-            ys = [
-                _mean_defined(getattr(r, attr)[i] for r in members)
-                for i in range(length)
-            ]
-            ys_plot = [float("nan") if y is None else y for y in ys]
+            ys = mean_curve(by_defense[defense], attr)
+            if all(y is None for y in ys):
+                continue  # e.g. no FPR: the defence excludes no whole client
             ax.plot(
-                range(1, length + 1),
-                ys_plot,
+                range(1, len(ys) + 1),
+                [float("nan") if y is None else y for y in ys],
                 markersize=3,
                 linewidth=1.2,
                 label=defense,
