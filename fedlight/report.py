@@ -1060,8 +1060,12 @@ def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
         ax.set_ylim(-0.02, 1.02)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    # beside the panels, not over the curves it names
-    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    # beside the panels, not over the curves it names; from the accuracy panel,
+    # the one where every defence has a line
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    axes[0][-1].legend(
+        handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5)
+    )
     fig.suptitle(setting, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
