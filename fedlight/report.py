@@ -15,7 +15,7 @@ attack (with the attack keys that tell it apart) and defence, and writes
   against FedAvg's clean accuracy on the same task;
 - ``OUT/table.csv``: the same numbers, mean, std and CI in separate columns;
 - ``OUT/<setting>-<attack>.png``: clean accuracy and ASR (without an attacker,
-  the false-positive rate) per round, one line per defence (mean over seeds).
+  also the false-positive rate) per round, one line per defence (mean over seeds).
 
 Runs without ``results.json`` (an interrupted sweep) are listed, not counted.
 """
@@ -1026,8 +1026,8 @@ def mean_curve(runs: list[Run], attr: str) -> list[float | None]:
 
 
 def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
-    """Clean accuracy, and the ASR or, without an attacker, the FPR (see
-    :func:`plot_panels`) per round, one line per defence, averaged over seeds."""
+    """Clean accuracy, the ASR where defined and, without an attacker, the FPR
+    (see :func:`plot_panels`) per round, one line per defence, averaged over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
