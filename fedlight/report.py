@@ -423,6 +423,7 @@ def load_run(results_path: Path) -> Run | None:
     malicious = [str(c) for c in results.get("malicious_clients") or []]
     rounds = recount(rounds, malicious, config)
     asr_curve = [r.get("asr") for r in rounds]
+    fpr_curve = [r.get("fpr") for r in rounds]
     metrics: dict[str, float | None] = {
         "accuracy": rounds[-1].get("accuracy"),
         "asr": rounds[-1].get("asr"),
@@ -433,7 +434,7 @@ def load_run(results_path: Path) -> Run | None:
         "asr_after_stop": asr_after_stop(asr_curve, config),
         "precision": _mean_defined(r.get("precision") for r in rounds),
         "recall": _mean_defined(r.get("recall") for r in rounds),
-        "fpr": _mean_defined(r.get("fpr") for r in rounds),
+        "fpr": _mean_defined(fpr_curve),
         "attacker_weight": max(
             (
                 r["attacker_weight"]
@@ -465,7 +466,7 @@ def load_run(results_path: Path) -> Run | None:
         metrics=metrics,
         accuracy_curve=[float(r["accuracy"]) for r in rounds],
         asr_curve=asr_curve,
-        fpr_curve=[r.get("fpr") for r in rounds],
+        fpr_curve=fpr_curve,
         task=task_key(config, train_samples),
         commit=_commit(results.get("code")),
         task_overrides=task,

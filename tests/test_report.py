@@ -15,8 +15,8 @@ from fedlight.detection import attacking
 from fedlight.record import RoundRecord
 from fedlight.report import (
     defense_label,
+    find_runs,
     line_styles,
-    load_run,
     main,
     mean_curve,
     parse_floor,
@@ -176,38 +176,33 @@ def test_without_an_attacker_the_plot_shows_the_false_positive_rate(tmp_path):
     # With no attacker every flag is false: the FPR per round tells defences
     # apart, where an ASR panel would be empty.
     root = tmp_path / "sweep"
-    runs = [
-        load_run(
-            fake_run(
-                root,
-                str(seed),
-                defense="krum",
-                attack="none",
-                seed=seed,
-                accuracy=[0.5, 0.8, 0.9],
-                asr=[None] * 3,
-                fpr=fpr,
-            )
-            / "results.json"
-        )
-        for seed, fpr in ((0, [0.2, None, 0.1]), (1, [0.4, None, 0.3]))
-    ]
-    assert [p[1] for p in plot_panels(runs)] == ["accuracy_curve", "fpr_curve"]
-    assert mean_curve(runs, "fpr_curve") == pytest.approx([0.3, None, 0.2])
-    attacked = load_run(
+    for seed, fpr in ((0, [0.2, None, 0.1]), (1, [0.4, None, 0.3])):
         fake_run(
             root,
-            "a",
+            str(seed),
             defense="krum",
-            seed=0,
-            accuracy=[0.5],
-            asr=[0.9],
-            fpr=[0.1],
-            attackers=1,
+            attack="none",
+            seed=seed,
+            accuracy=[0.5, 0.8, 0.9],
+            asr=[None] * 3,
+            fpr=fpr,
         )
-        / "results.json"
+    fake_run(
+        root,
+        "a",
+        defense="krum",
+        seed=0,
+        accuracy=[0.5],
+        asr=[0.9],
+        fpr=[0.1],
+        attackers=1,
     )
-    assert [p[1] for p in plot_panels([attacked])] == ["accuracy_curve", "asr_curve"]
+    runs, _ = find_runs(root)
+    benign = [r for r in runs if not r.attacked]
+    attacked = [r for r in runs if r.attacked]
+    assert [p[1] for p in plot_panels(benign)] == ["accuracy_curve", "fpr_curve"]
+    assert mean_curve(benign, "fpr_curve") == pytest.approx([0.3, None, 0.2])
+    assert [p[1] for p in plot_panels(attacked)] == ["accuracy_curve", "asr_curve"]
     report(root, tmp_path / "out")  # draws the FPR panel (and skips no-FPR lines)
     assert (tmp_path / "out" / "mnist_20-none.png").stat().st_size > 1000
 
