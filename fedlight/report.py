@@ -14,8 +14,9 @@ attack (with the attack keys that tell it apart) and defence, and writes
   ``--target`` bound, and in how many seeds each defence held (:func:`holds`)
   against FedAvg's clean accuracy on the same task;
 - ``OUT/table.csv``: the same numbers, mean, std and CI in separate columns;
-- ``OUT/<setting>-<attack>.png``: clean accuracy and ASR (without an attacker,
-  also the false-positive rate) per round, one line per defence (mean over seeds).
+- ``OUT/<setting>-<attack>.png``: clean accuracy, and the ASR, detection recall
+  and false-positive rate where defined, per round, one line per defence (mean
+  over seeds).
 
 Runs without ``results.json`` (an interrupted sweep) are listed, not counted.
 """
@@ -88,6 +89,7 @@ class Run:
     accuracy_curve: list[float]
     asr_curve: list[float | None]
     fpr_curve: list[float | None] = field(default_factory=list)
+    recall_curve: list[float | None] = field(default_factory=list)
     task: str = ""  # what FedAvg's clean accuracy depends on (see task_key)
     commit: str | None = None  # the code that ran (results.json's "code")
     # What the run set otherwise than its experiment (see experiment_overrides):
@@ -424,6 +426,7 @@ def load_run(results_path: Path) -> Run | None:
     rounds = recount(rounds, malicious, config)
     asr_curve = [r.get("asr") for r in rounds]
     fpr_curve = [r.get("fpr") for r in rounds]
+    recall_curve = [r.get("recall") for r in rounds]
     metrics: dict[str, float | None] = {
         "accuracy": rounds[-1].get("accuracy"),
         "asr": rounds[-1].get("asr"),
@@ -433,7 +436,7 @@ def load_run(results_path: Path) -> Run | None:
         ),
         "asr_after_stop": asr_after_stop(asr_curve, config),
         "precision": _mean_defined(r.get("precision") for r in rounds),
-        "recall": _mean_defined(r.get("recall") for r in rounds),
+        "recall": _mean_defined(recall_curve),
         "fpr": _mean_defined(fpr_curve),
         "attacker_weight": max(
             (
@@ -467,6 +470,7 @@ def load_run(results_path: Path) -> Run | None:
         accuracy_curve=[float(r["accuracy"]) for r in rounds],
         asr_curve=asr_curve,
         fpr_curve=fpr_curve,
+        recall_curve=recall_curve,
         task=task_key(config, train_samples),
         commit=_commit(results.get("code")),
         task_overrides=task,
@@ -1006,16 +1010,19 @@ def line_styles(names: list[str]) -> dict[str, dict[str, str]]:
 
 
 def plot_panels(runs: list[Run]) -> list[tuple[str, str]]:
-    """The (title, Run curve) panels of a setting's plot: clean accuracy; the ASR
-    where the attack has one; without any attacker the false-positive rate,
-    since every flag is then false and the FPR is what tells defences apart."""
+    """The (title, Run curve) panels of a setting's plot: clean accuracy, then
+    each of the ASR, the detection recall and the false-positive rate that some
+    run defines. Without an attacker recall is undefined and every flag false,
+    so the FPR is what tells defences apart there; with one, recall says in
+    which rounds the attacker was caught and the FPR what that cost the honest."""
     panels = [("clean accuracy", "accuracy_curve")]
-    if any(a is not None for r in runs for a in r.asr_curve):
-        panels.append(("attack success rate", "asr_curve"))
-    if not any(r.attacked for r in runs) and any(
-        f is not None for r in runs for f in r.fpr_curve
+    for title, attr in (
+        ("attack success rate", "asr_curve"),
+        ("detection recall", "recall_curve"),
+        ("false-positive rate", "fpr_curve"),
     ):
-        panels.append(("false-positive rate", "fpr_curve"))
+        if any(v is not None for r in runs for v in getattr(r, attr)):
+            panels.append((title, attr))
     return panels
 
 
@@ -1027,8 +1034,8 @@ def mean_curve(runs: list[Run], attr: str) -> list[float | None]:
 
 
 def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
-    """Clean accuracy, the ASR where defined and, without an attacker, the FPR
-    (see :func:`plot_panels`) per round, one line per defence, averaged over seeds."""
+    """Clean accuracy and the ASR, detection recall and FPR where defined (see
+    :func:`plot_panels`) per round, one line per defence, averaged over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1047,7 +1054,7 @@ def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
         for defense, style in styles.items():
             ys = mean_curve(by_defense[defense], attr)
             if all(y is None for y in ys):
-                continue  # e.g. no FPR: the defence excludes no whole client
+                continue  # e.g. no recall or FPR: it excludes no whole client
             ax.plot(
                 range(1, len(ys) + 1),
                 [float("nan") if y is None else y for y in ys],

@@ -50,6 +50,7 @@ def fake_run(
     attack_params: dict | None = None,
     attackers: int | None = None,
     precision: list[float | None] | None = None,
+    recall: list[float | None] | None = None,
 ) -> Path:
     """A run directory as ``fedlight.run -m`` leaves it (without the plots).
 
@@ -89,20 +90,22 @@ def fake_run(
         fpr = fpr or [None] * len(accuracy)
         weights = attacker_weight or [None] * len(accuracy)
         precisions = precision or [None] * len(accuracy)
+        # recall 1 where the FPR is defined unless given (None: no attacker)
+        recalls = recall or [None if f is None else 1.0 for f in fpr]
         rounds = [
             RoundRecord(
                 round=i + 1,
                 accuracy=a,
                 loss=1.0 - a,
                 asr=s,
-                recall=None if f is None else 1.0,
+                recall=r,
                 fpr=f,
                 weights=None if w is None else {"0": w, "1": 1.0 - w},
                 attacker_weight=w,
                 precision=p,
             )
-            for i, (a, s, f, w, p) in enumerate(
-                zip(accuracy, asr, fpr, weights, precisions, strict=True)
+            for i, (a, s, f, w, p, r) in enumerate(
+                zip(accuracy, asr, fpr, weights, precisions, recalls, strict=True)
             )
         ]
         if held is not None:  # the clients hold `held` images between them
@@ -172,9 +175,9 @@ def test_every_defence_gets_its_own_line_style():
     assert line_styles(names[:3]) == {n: styles[n] for n in names[:3]}
 
 
-def test_without_an_attacker_the_plot_shows_the_false_positive_rate(tmp_path):
-    # With no attacker every flag is false: the FPR per round tells defences
-    # apart, where an ASR panel would be empty.
+def test_the_plot_shows_detection_where_some_run_defines_it(tmp_path):
+    # Without an attacker every flag is false: the FPR per round tells defences
+    # apart, where ASR and recall panels would be empty; with one, recall too.
     root = tmp_path / "sweep"
     for seed, fpr in ((0, [0.2, None, 0.1]), (1, [0.4, None, 0.3])):
         fake_run(
@@ -186,25 +189,38 @@ def test_without_an_attacker_the_plot_shows_the_false_positive_rate(tmp_path):
             accuracy=[0.5, 0.8, 0.9],
             asr=[None] * 3,
             fpr=fpr,
+            recall=[None] * 3,
         )
     fake_run(
         root,
         "a",
         defense="krum",
         seed=0,
-        accuracy=[0.5],
-        asr=[0.9],
-        fpr=[0.1],
+        accuracy=[0.5, 0.9],
+        asr=[0.9, 0.1],
+        fpr=[0.1, 0.0],
+        recall=[0.0, 1.0],
         attackers=1,
     )
+    fake_run(root, "b", defense="median", seed=0, accuracy=[0.5], asr=[0.9])
     runs, _ = find_runs(root)
     benign = [r for r in runs if not r.attacked]
     attacked = [r for r in runs if r.attacked]
     assert [p[1] for p in plot_panels(benign)] == ["accuracy_curve", "fpr_curve"]
     assert mean_curve(benign, "fpr_curve") == pytest.approx([0.3, None, 0.2])
-    assert [p[1] for p in plot_panels(attacked)] == ["accuracy_curve", "asr_curve"]
-    report(root, tmp_path / "out")  # draws the FPR panel (and skips no-FPR lines)
-    assert (tmp_path / "out" / "mnist_20-none.png").stat().st_size > 1000
+    assert [p[1] for p in plot_panels(attacked)] == [
+        "accuracy_curve",
+        "asr_curve",
+        "recall_curve",
+        "fpr_curve",
+    ]
+    median = [r for r in attacked if r.defense == "median"]
+    assert [p[1] for p in plot_panels(median)] == ["accuracy_curve", "asr_curve"]
+    assert [r for r in attacked if r.defense == "krum"][0].recall_curve == [0.0, 1.0]
+    out = tmp_path / "out"
+    report(root, out)  # draws every panel, skipping the median's no-detection lines
+    assert (out / "mnist_20-none.png").stat().st_size > 1000
+    assert (out / "mnist_20-backdoor.png").stat().st_size > 1000
 
 
 def test_files_and_the_unfinished_run(study, tmp_path):
