@@ -1148,9 +1148,12 @@ def write_markdown(
     targets: Iterable[Target] = (),
     layout: str = "pivot",
     floors: dict[str, str] | None = None,
+    experiments: Sequence[str] = (),
 ) -> None:
     header = ["defence", "seeds", "holds", *(HEADERS[m] for m in METRICS)]
     where = ", ".join(f"`{r}`" for r in roots)
+    if experiments:
+        where += f" (experiments {', '.join(experiments)} only)"
     out = [f"# Defences compared: {where}", "", caption(runs), ""]
     targets = list(targets)
     if len({r.section for r in rows}) > 1 or targets:
@@ -1195,6 +1198,7 @@ def report(
     targets: Iterable[Target] = (),
     layout: str = "pivot",
     floors: dict[str, str] | None = None,
+    experiments: Sequence[str] = (),
 ) -> list[Row]:
     """Write table.md, table.csv and one PNG per setting for the runs under root
     (one folder, or several: a study and the FedAvg runs it shares with another);
@@ -1202,7 +1206,9 @@ def report(
     ``layout`` ``pivot`` (a line per defence, a column per setting, one table per
     metric) or ``scorecard`` (a table per defence, a line per setting).
     ``floors`` maps an attack label to the label of FedAvg's runs that measure
-    its trigger's floor (:func:`floor_reading`)."""
+    its trigger's floor (:func:`floor_reading`). ``experiments``, when given,
+    keeps only those experiments' runs: a study that shares a folder of
+    references with others (the zoo's clean runs) reads only its own."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     roots = [root] if isinstance(root, Path) else list(root)
@@ -1216,6 +1222,15 @@ def report(
         raise FileNotFoundError(
             f"no run with results.json and config.yaml under {where}"
         )
+    if experiments:
+        found = sorted({r.experiment for r in runs})
+        missing = [e for e in experiments if e not in found]
+        if missing:
+            raise FileNotFoundError(
+                f"experiments {', '.join(missing)}: no run of them; the runs' "
+                f"experiments: {', '.join(found)}"
+            )
+        runs = [r for r in runs if r.experiment in experiments]
     out.mkdir(parents=True, exist_ok=True)
     share_attack_overrides(runs)
     rows = summarise(runs)
@@ -1225,7 +1240,16 @@ def report(
         plots[name] = plot_setting(name, members, out / f"{slug(name)}.png")
     write_csv(rows, out / "table.csv")
     write_markdown(
-        rows, runs, unfinished, plots, out / "table.md", roots, targets, layout, floors
+        rows,
+        runs,
+        unfinished,
+        plots,
+        out / "table.md",
+        roots,
+        targets,
+        layout,
+        floors,
+        experiments,
     )
     return rows
 
@@ -1259,6 +1283,14 @@ def main(argv: list[str] | None = None) -> int:
         "scorecard (a table per defence, a line per setting)",
     )
     parser.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only the runs of this experiment (config `name`, e.g. mnist_20; "
+        "repeatable): for a DIR shared with other studies",
+    )
+    parser.add_argument(
         "--floor",
         action="append",
         default=[],
@@ -1286,7 +1318,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out = args.out or args.dir[0] / "report"
     try:
-        rows = report(args.dir, out, targets, args.layout, floors)
+        rows = report(args.dir, out, targets, args.layout, floors, args.experiment)
     except FileNotFoundError as err:
         print(f"fedlight.report: error: {err}", file=sys.stderr)
         return 2

@@ -308,15 +308,18 @@ adaptive_a3fl_floor() {
 # (the reference of "holds") and the plain backdoor's, so that every defence has a
 # line and one not rerun reads "broken by the plain attack" (fedlight.report).
 # ZOO_DIR: the zoo's runs when they came from another commit than the adaptive ones.
+# --experiment: only its own settings' runs (the zoo's clean folder holds others').
 adaptive_report() {
     local zoo_dir=${ZOO_DIR:-$DIR/zoo}
-    local -a zoo=("$zoo_dir/clean")
+    local -a zoo=("$zoo_dir/clean") only=()
     local experiment
     for experiment in "${ADAPTIVE_SETTINGS[@]}"; do
         zoo+=("$zoo_dir/$experiment")
+        only+=(--experiment "$experiment")
     done
     python -m fedlight.report "$DIR/adaptive" "${zoo[@]}" --out docs/results/adaptive \
-        --target 'max_asr_after_1<=0.05' --floor 'a3fl=a3fl [boost=1, poison_fraction=0]'
+        --target 'max_asr_after_1<=0.05' --floor 'a3fl=a3fl [boost=1, poison_fraction=0]' \
+        "${only[@]}"
 }
 zoo_report() {
     python -m fedlight.report "$DIR/zoo" --out docs/results/zoo --target 'max_asr_after_1<=0.05'

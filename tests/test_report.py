@@ -467,6 +467,36 @@ def test_cli_default_out_is_inside_the_sweep(study, capsys):
     assert (study / "report" / "table.md").is_file()
 
 
+def test_cli_reads_only_the_experiments_asked_for(tmp_path, capsys):
+    # A folder of FedAvg references shared by several studies: each reads its own.
+    refs = tmp_path / "clean"
+    for name in ("mnist_20", "fmnist_20", "mnist_20_dirichlet05"):
+        fake_run(
+            refs,
+            name,
+            defense="none",
+            seed=0,
+            accuracy=[0.9],
+            asr=[None],
+            name=name,
+            attack="none",
+        )
+    out = tmp_path / "out"
+    args = [str(refs), "--out", str(out), "--experiment", "mnist_20"]
+    assert main([*args, "--experiment", "fmnist_20"]) == 0
+    with (out / "table.csv").open() as f:
+        assert sorted(r["setting"] for r in csv.DictReader(f)) == [
+            "fmnist_20",
+            "mnist_20",
+        ]
+    heading = (out / "table.md").read_text().splitlines()[0]
+    assert heading.endswith("(experiments mnist_20, fmnist_20 only)")
+    capsys.readouterr()
+    assert main([*args, "--experiment", "mnist_30"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mnist_30" in err and "mnist_20_dirichlet05" in err and "\n" not in err
+
+
 def test_overridden_defence_keys_name_their_own_cell():
     robust = {"name": "feddefender_robust", "memory_decay": 0.75}
     assert defense_label({"defense": robust}, {}) == "feddefender_robust"
