@@ -561,6 +561,16 @@ def recount(
     return out
 
 
+def _experiment_of(run_dir: Path) -> str | None:
+    """The experiment an unfinished run belongs to (its config's ``name``);
+    None where its config cannot be read."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return str(config.get("name", "default")) if isinstance(config, dict) else None
+
+
 def find_runs(root: Path) -> tuple[list[Run], list[Path]]:
     """Finished runs under ``root``, and run directories without results.
 
@@ -1226,11 +1236,15 @@ def report(
         found = sorted({r.experiment for r in runs})
         missing = [e for e in experiments if e not in found]
         if missing:
+            where = ", ".join(map(str, roots))
             raise FileNotFoundError(
-                f"experiments {', '.join(missing)}: no run of them; the runs' "
-                f"experiments: {', '.join(found)}"
+                f"experiment {', '.join(missing)}: no finished run under {where}; "
+                f"experiments found: {', '.join(found)}"
             )
         runs = [r for r in runs if r.experiment in experiments]
+        unfinished = [
+            d for d in unfinished if _experiment_of(d) in (*experiments, None)
+        ]
     out.mkdir(parents=True, exist_ok=True)
     share_attack_overrides(runs)
     rows = summarise(runs)

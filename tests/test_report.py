@@ -481,6 +481,17 @@ def test_cli_reads_only_the_experiments_asked_for(tmp_path, capsys):
             name=name,
             attack="none",
         )
+    fake_run(
+        refs,
+        "left",
+        defense="none",
+        seed=1,
+        accuracy=[0.9],
+        asr=[None],
+        name="mnist_20_dirichlet05",
+        attack="none",
+        finished=False,
+    )
     out = tmp_path / "out"
     args = [str(refs), "--out", str(out), "--experiment", "mnist_20"]
     assert main([*args, "--experiment", "fmnist_20"]) == 0
@@ -489,8 +500,9 @@ def test_cli_reads_only_the_experiments_asked_for(tmp_path, capsys):
             "fmnist_20",
             "mnist_20",
         ]
-    heading = (out / "table.md").read_text().splitlines()[0]
-    assert heading.endswith("(experiments mnist_20, fmnist_20 only)")
+    table = (out / "table.md").read_text()
+    assert table.splitlines()[0].endswith("(experiments mnist_20, fmnist_20 only)")
+    assert str(refs / "left") not in table  # another experiment's, unfinished
     capsys.readouterr()
     assert main([*args, "--experiment", "mnist_30"]) == 2
     err = capsys.readouterr().err.strip()
