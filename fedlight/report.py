@@ -1227,19 +1227,18 @@ def report(
         found, left = find_runs(folder)
         runs += found
         unfinished += left
+    where = ", ".join(map(str, roots))
     if not runs:
-        where = ", ".join(map(str, roots))
         raise FileNotFoundError(
             f"no run with results.json and config.yaml under {where}"
         )
     if experiments:
-        found = sorted({r.experiment for r in runs})
-        missing = [e for e in experiments if e not in found]
+        names = sorted({r.experiment for r in runs})
+        missing = [e for e in experiments if e not in names]
         if missing:
-            where = ", ".join(map(str, roots))
             raise FileNotFoundError(
                 f"experiment {', '.join(missing)}: no finished run under {where}; "
-                f"experiments found: {', '.join(found)}"
+                f"experiments found: {', '.join(names)}"
             )
         runs = [r for r in runs if r.experiment in experiments]
         unfinished = [
