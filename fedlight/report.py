@@ -460,7 +460,7 @@ def load_run(results_path: Path) -> Run | None:
     )
     return Run(
         path=run_dir,
-        experiment=str(config.get("name", "default")),
+        experiment=experiment_name(config),
         attack=attack_label(config, choices),
         defense=defense_label(config, choices),
         seed=int(config.get("seed", 0)),
@@ -561,14 +561,20 @@ def recount(
     return out
 
 
+def experiment_name(config: dict[str, Any]) -> str:
+    """The experiment a run's config belongs to: its ``name``, as
+    ``--experiment`` takes it."""
+    return str(config.get("name", "default"))
+
+
 def _experiment_of(run_dir: Path) -> str | None:
-    """The experiment an unfinished run belongs to (its config's ``name``);
-    None where its config cannot be read."""
+    """The experiment an unfinished run belongs to; None where its config
+    cannot be read."""
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return None
-    return str(config.get("name", "default")) if isinstance(config, dict) else None
+    return experiment_name(config) if isinstance(config, dict) else None
 
 
 def find_runs(root: Path) -> tuple[list[Run], list[Path]]:
