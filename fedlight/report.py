@@ -1049,9 +1049,55 @@ def mean_curve(runs: list[Run], attr: str) -> list[float | None]:
     return [_mean_defined(getattr(r, attr)[i] for r in runs) for i in range(length)]
 
 
+REFERENCE = "none"  # FedAvg, drawn in every row of a split plot to compare with
+REFERENCE_STYLE = {"color": "black", "linestyle": "-", "marker": "o"}
+ROW_TITLES = ("defences that flag clients", "defences that weight, clip or add noise")
+
+
+def flags_clients(runs: list[Run]) -> bool:
+    """Whether a defence excludes whole clients: some run of it has a recall or
+    an FPR (a defence that only weights, clips or adds noise flags nobody)."""
+    return any(v is not None for r in runs for v in (*r.recall_curve, *r.fpr_curve))
+
+
+def plot_rows(by_defense: dict[str, list[Run]]) -> list[tuple[str, list[str]]]:
+    """The rows of a setting's plot, each a title and its defences in report
+    order. Up to :data:`LINE_COLORS` defences share one untitled row; more are
+    split into those that flag clients and the rest, at most
+    :data:`LINE_COLORS` to a row, with FedAvg (``none``) in every row as the
+    reference, so that no two lines of a panel share a colour: the zoo's 21
+    lines in one panel were told apart by line style alone."""
+    names = sorted(by_defense, key=_defense_rank)
+    if len(names) <= LINE_COLORS:
+        return [("", names)]
+    reference = [n for n in names if n == REFERENCE]
+    others = [n for n in names if n != REFERENCE]
+    flagging = [n for n in others if flags_clients(by_defense[n])]
+    rest = [n for n in others if n not in flagging]
+    rows = []
+    for title, members in zip(ROW_TITLES, (flagging, rest), strict=True):
+        chunks = [
+            members[i : i + LINE_COLORS] for i in range(0, len(members), LINE_COLORS)
+        ]
+        for k, chunk in enumerate(chunks, 1):
+            part = f" ({k}/{len(chunks)})" if len(chunks) > 1 else ""
+            rows.append((title + part, reference + chunk))
+    return rows
+
+
+def row_styles(names: list[str]) -> dict[str, dict[str, str]]:
+    """Line styles for one row of a plot: FedAvg black, the others from
+    :func:`line_styles` in order."""
+    styles = line_styles([n for n in names if n != REFERENCE])
+    if REFERENCE in names:
+        return {REFERENCE: REFERENCE_STYLE, **styles}
+    return styles
+
+
 def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
     """Clean accuracy and the ASR, detection recall and FPR where defined (see
-    :func:`plot_panels`) per round, one line per defence, averaged over seeds."""
+    :func:`plot_panels`) per round, one line per defence averaged over seeds,
+    one row per group of :func:`plot_rows`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1061,35 +1107,50 @@ def plot_setting(setting: str, runs: list[Run], path: Path) -> Path:
     by_defense: dict[str, list[Run]] = {}
     for run in runs:
         by_defense.setdefault(run.defense, []).append(run)
-    panels = plot_panels(runs)
+    rows = plot_rows(by_defense)
+    row_panels = [
+        plot_panels([r for n in names for r in by_defense[n]]) for _, names in rows
+    ]
+    columns = max(len(panels) for panels in row_panels)
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(5.2 * len(panels), 3.6), dpi=110, squeeze=False
+        len(rows),
+        columns,
+        figsize=(5.2 * columns, 3.6 * len(rows)),
+        dpi=110,
+        squeeze=False,
     )
-    styles = line_styles(sorted(by_defense, key=_defense_rank))
-    for ax, (title, attr) in zip(axes[0], panels, strict=True):
-        for defense, style in styles.items():
-            ys = mean_curve(by_defense[defense], attr)
-            if all(y is None for y in ys):
-                continue  # e.g. no recall or FPR: it excludes no whole client
-            ax.plot(
-                range(1, len(ys) + 1),
-                [float("nan") if y is None else y for y in ys],
-                markersize=3,
-                linewidth=1.2,
-                label=defense,
-                **style,
-            )
-        ax.set_title(title)
-        ax.set_xlabel("round")
-        ax.set_ylim(-0.02, 1.02)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    # beside the panels, not over the curves it names; from the accuracy panel,
-    # the one where every defence has a line
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    axes[0][-1].legend(
-        handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5)
-    )
+    for row_axes, (row_title, names), panels in zip(
+        axes, rows, row_panels, strict=True
+    ):
+        styles = row_styles(names)
+        for ax, (title, attr) in zip(row_axes, panels, strict=False):
+            for defense, style in styles.items():
+                ys = mean_curve(by_defense[defense], attr)
+                if all(y is None for y in ys):
+                    continue  # e.g. no recall or FPR: it excludes no whole client
+                ax.plot(
+                    range(1, len(ys) + 1),
+                    [float("nan") if y is None else y for y in ys],
+                    markersize=3,
+                    linewidth=1.2,
+                    label=defense,
+                    **style,
+                )
+            ax.set_title(title)
+            ax.set_xlabel("round")
+            ax.set_ylim(-0.02, 1.02)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        if row_title:
+            row_axes[0].set_ylabel(row_title, fontsize=9)
+        for ax in row_axes[len(panels) :]:
+            ax.axis("off")
+        # beside the row's panels, not over the curves it names; from the
+        # accuracy panel, the one where every defence has a line
+        handles, labels = row_axes[0].get_legend_handles_labels()
+        row_axes[len(panels) - 1].legend(
+            handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5)
+        )
     fig.suptitle(setting, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")

@@ -22,8 +22,10 @@ from fedlight.report import (
     parse_floor,
     parse_target,
     plot_panels,
+    plot_rows,
     recount,
     report,
+    row_styles,
 )
 
 
@@ -173,6 +175,49 @@ def test_every_defence_gets_its_own_line_style():
     looks = {tuple(sorted(style.items())) for style in styles.values()}
     assert len(names) > 10 and len(looks) == len(names)
     assert line_styles(names[:3]) == {n: styles[n] for n in names[:3]}
+
+
+def test_a_zoo_plot_splits_flagging_defences_from_the_rest(tmp_path):
+    # 21 defences in one panel repeat colours; more than 10 are split into
+    # those that flag clients (a recall or FPR) and the rest, at most 10 to a
+    # row, FedAvg in every row.
+    names = list(DEFENSES.names())
+    flagging = {"krum", "multikrum", "flame"}
+    root = tmp_path / "sweep"
+    for name in names:
+        flags = name in flagging
+        fake_run(
+            root,
+            name,
+            defense=name,
+            seed=0,
+            accuracy=[0.5, 0.9],
+            asr=[0.9, 0.1],
+            fpr=[0.1, 0.0] if flags else None,
+            attackers=1,
+        )
+    runs, _ = find_runs(root)
+    by_defense = {r.defense: [r] for r in runs}
+    rows = plot_rows(by_defense)
+    rest = set(names) - flagging - {"none"}
+    assert len(rest) > 10  # so the rest take two rows
+    assert [title for title, _ in rows] == [
+        "defences that flag clients",
+        "defences that weight, clip or add noise (1/2)",
+        "defences that weight, clip or add noise (2/2)",
+    ]
+    first, second, third = (members for _, members in rows)
+    assert first[0] == second[0] == third[0] == "none"
+    assert set(first[1:]) == flagging
+    assert len(second) == 11 and set(second[1:]) | set(third[1:]) == rest
+    for _, members in rows:
+        colours = [style["color"] for style in row_styles(members).values()]
+        assert len(set(colours)) == len(colours)  # no two lines of a row alike
+    # up to 10 defences: one row, as before
+    few = {n: by_defense[n] for n in names[:10]}
+    assert plot_rows(few) == [("", names[:10])]
+    report(root, tmp_path / "out")
+    assert (tmp_path / "out" / "mnist_20-backdoor.png").stat().st_size > 1000
 
 
 def test_the_plot_shows_detection_where_some_run_defines_it(tmp_path):
