@@ -4,6 +4,7 @@ defaults and keeps the contract; a bad key fails in one line naming it."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,28 @@ def test_every_defence_and_attack_declares_a_doc_a_range_and_its_defaults_pass()
         for f in dataclasses.fields(plugin.params):
             assert f.metadata.get("doc"), f"{plugin.name}.{f.name} has no doc"
         build_params(plugin.params, defaults(plugin.params), key="x", owner="x")
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_every_plugin_is_listed_in_the_docs():
+    # configuration.md's config-group table and a row of the table in
+    # defenses-and-attacks.md: a plug-in registered without them (sign_flip's
+    # row, seven attacks in the option list) went unnoticed before.
+    options = (DOCS / "configuration.md").read_text().splitlines()
+    rows = [
+        line
+        for line in (DOCS / "defenses-and-attacks.md").read_text().splitlines()
+        if line.startswith("| `")
+    ]
+    for group, registry in (("defense", DEFENSES), ("attack", ATTACKS)):
+        listed = next(line for line in options if line.startswith(f"| `{group}` |"))
+        for name in registry.names():
+            assert f"`{name}`" in listed, f"configuration.md lacks {group}={name}"
+            assert any(f"`{name}`" in row.split(" | ")[0] for row in rows), (
+                f"defenses-and-attacks.md has no row for {group}={name}"
+            )
 
 
 @pytest.mark.parametrize("name", DEFENSES.names())
