@@ -1025,6 +1025,11 @@ def line_styles(names: list[str]) -> dict[str, dict[str, str]]:
     return styles
 
 
+def defines(runs: list[Run], attr: str) -> bool:
+    """Whether some round of some run has a value of this Run curve."""
+    return any(v is not None for r in runs for v in getattr(r, attr))
+
+
 def plot_panels(runs: list[Run]) -> list[tuple[str, str]]:
     """The (title, Run curve) panels of a setting's plot: clean accuracy, then
     each of the ASR, the detection recall and the false-positive rate that some
@@ -1037,7 +1042,7 @@ def plot_panels(runs: list[Run]) -> list[tuple[str, str]]:
         ("detection recall", "recall_curve"),
         ("false-positive rate", "fpr_curve"),
     ):
-        if any(v is not None for r in runs for v in getattr(r, attr)):
+        if defines(runs, attr):
             panels.append((title, attr))
     return panels
 
@@ -1057,7 +1062,7 @@ ROW_TITLES = ("defences that flag clients", "defences that weight, clip or add n
 def flags_clients(runs: list[Run]) -> bool:
     """Whether a defence excludes whole clients: some run of it has a recall or
     an FPR (a defence that only weights, clips or adds noise flags nobody)."""
-    return any(v is not None for r in runs for v in (*r.recall_curve, *r.fpr_curve))
+    return defines(runs, "recall_curve") or defines(runs, "fpr_curve")
 
 
 def plot_rows(by_defense: dict[str, list[Run]]) -> list[tuple[str, list[str]]]:
